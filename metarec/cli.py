@@ -1,0 +1,167 @@
+"""The ``metarec`` command. Every sub-command has ``--help``; bad input gives one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from metarec.errors import MetarecError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="a built-in dataset (see `metarec datasets`), a directory of RecBole "
+                   "atomic files, or a CSV/parquet log with --user-col and --item-col")
+    p.add_argument("--user-col", help="log files: the user id column")
+    p.add_argument("--item-col", help="log files: the item id column")
+    p.add_argument("--rating-col", help="log files: the rating/label column (default: every row is a positive)")
+    p.add_argument("--time-col", help="log files: the timestamp column (default: row order)")
+    p.add_argument("--dedupe", action="store_true", help="keep the latest of duplicate (user, item) rows "
+                   "instead of stopping")
+    p.add_argument("--implicit", action="store_true", help="implicit view: positives only, rating = 1")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="implicit view: ratings >= this are positives (default: all interactions)")
+
+
+def _load(args):
+    from pathlib import Path
+
+    from metarec.data.registry import DATASETS, load_atomic, load_dataset, load_log_dataset
+    from metarec.data.types import to_implicit
+
+    if args.user_col or args.item_col:
+        if not (args.user_col and args.item_col):
+            raise MetarecError("a log file needs both --user-col and --item-col")
+        ds = load_log_dataset(args.dataset, args.user_col, args.item_col, args.rating_col, args.time_col,
+                              dedupe=args.dedupe)
+    elif args.dataset in DATASETS:
+        ds = load_dataset(args.dataset)
+    elif Path(args.dataset).exists():
+        if Path(args.dataset).suffix in (".csv", ".tsv", ".parquet", ".txt"):
+            raise MetarecError(f"{args.dataset}: name its columns with --user-col and --item-col "
+                               "(and --rating-col, --time-col)")
+        ds = load_atomic(Path(args.dataset), dedupe=args.dedupe)
+    else:
+        ds = load_dataset(args.dataset)  # raises the unknown-dataset error
+    if args.implicit or args.threshold is not None:
+        ds = to_implicit(ds, args.threshold)
+        if ds.n_inter == 0:
+            raise MetarecError(f"the implicit view with threshold {args.threshold} keeps no interaction")
+    return ds
+
+
+def cmd_datasets(args) -> None:
+    from metarec.data.registry import DATASETS, cache_dir, is_cached, read_cached
+    from metarec.report import markdown_table
+
+    rows = []
+    for name, spec in DATASETS.items():
+        if is_cached(name):
+            ds = read_cached(cache_dir(name))
+            size, state = (ds.n_users, ds.n_items, ds.n_inter), "prepared"
+        else:
+            size, state = spec.expected, "not prepared (sizes as published)"
+        rows.append([name, *size, spec.source, state, spec.description])
+    print(markdown_table(["dataset", "users", "items", "interactions", "source", "state", "about"], rows))
+
+
+def cmd_prepare(args) -> None:
+    from metarec.data.registry import DATASETS, cache_dir, load_dataset
+    from metarec.report import markdown_table
+
+    if args.dataset not in DATASETS:
+        raise MetarecError(f"unknown dataset {args.dataset!r}: built-in datasets are {', '.join(DATASETS)}")
+    ds = load_dataset(args.dataset, refresh=args.refresh)
+    print(f"{args.dataset}: cached in {cache_dir(args.dataset)}")
+    print(markdown_table(["statistic", "value"], [[k, v] for k, v in ds.stats().items()]))
+
+
+def cmd_split(args) -> None:
+    from metarec.report import markdown_table, split_rows
+    from metarec.splits import SplitConfig, make_split
+    from metarec.tasks import TaskConfig
+
+    split_cfg = SplitConfig(protocol=args.protocol, by=args.by, new_user_frac=args.new_user_frac,
+                            new_item_frac=args.new_item_frac, seed=args.seed)
+    task_cfg = TaskConfig(kind="user", sizing="kshot" if args.k_shot else "melu", k_shot=args.k_shot or 5,
+                          min_inter=args.min_inter, max_inter=args.max_inter, n_query=args.n_query,
+                          seed=args.seed)
+    ds = _load(args)
+    split = make_split(ds, split_cfg)
+    header, rows = split_rows(ds, split, task_cfg)
+    if all(r[1] == 0 for r in rows[1:]):
+        raise MetarecError(f"{ds.name}: the {args.protocol} split with owners of {task_cfg.min_inter}-"
+                           f"{task_cfg.max_inter} interactions leaves no evaluation tasks")
+    print(" ".join(f"{k}={v}" for k, v in split.describe().items()))
+    print(markdown_table(header, rows))
+
+
+def cmd_demo(args) -> None:
+    """The main job on the default dataset: prepare ml-100k, build the user-cold split, print its tasks."""
+    from metarec.data.registry import DEFAULT_DATASET
+
+    ns = argparse.Namespace(dataset=DEFAULT_DATASET, user_col=None, item_col=None, rating_col=None,
+                            time_col=None, dedupe=False, implicit=False, threshold=None, protocol="user-cold",
+                            by="time", new_user_frac=0.2, new_item_frac=0.2, seed=args.seed, min_inter=13,
+                            max_inter=100, n_query=10, k_shot=0)
+    cmd_split(ns)
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    from metarec.splits import PROTOCOLS, SPLIT_BY
+
+    p.add_argument("--protocol", default="user-cold", help=f"one of {', '.join(PROTOCOLS)}")
+    p.add_argument("--by", default="time", help=f"one of {', '.join(SPLIT_BY)}")
+    p.add_argument("--new-user-frac", type=float, default=0.2)
+    p.add_argument("--new-item-frac", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-inter", type=int, default=13, help="task owners need at least this many interactions")
+    p.add_argument("--max-inter", type=int, default=100, help="... and at most this many")
+    p.add_argument("--n-query", type=int, default=10)
+    p.add_argument("--k-shot", type=int, default=0, help="fixed K-shot support (default: MeLU sizing)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metarec", description="Meta-learning for cold-start recommendation.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("datasets", help="the built-in datasets with their sizes")
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("prepare", help="fetch, convert, cache a built-in dataset and print statistics")
+    s.add_argument("dataset")
+    s.add_argument("--refresh", action="store_true", help="convert again even if cached")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("split", help="build a cold-start split and its tasks; print their statistics")
+    _add_data_args(s)
+    _add_split_args(s)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("demo", help="the main job on the built-in default dataset (ml-100k, user-cold)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except MetarecError as e:
+        print(f"metarec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metarec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

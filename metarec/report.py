@@ -1,0 +1,39 @@
+"""Plain-text and markdown tables for the terminal and for docs/."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metarec.data.types import Dataset
+from metarec.splits import Split
+from metarec.tasks import TaskConfig, build_tasks, task_stats
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[j]) for r in cells)) if cells else len(h) for j, h in enumerate(header)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in cells)])
+
+
+def _fmt(c) -> str:
+    if isinstance(c, float):
+        return f"{c:.4f}" if abs(c) < 100 else f"{c:.1f}"
+    return str(c)
+
+
+def split_rows(ds: Dataset, split: Split, task_cfg: TaskConfig) -> tuple[list[str], list[list]]:
+    """One row per part: tasks, support/query sizes, users/items (new ones), interactions."""
+    header = ["part", "tasks", "support mean [min-max]", "query mean", "users", "new users", "items",
+              "new items", "task interactions", "raw interactions"]
+    rows = []
+    for name, df in split.parts.items():
+        tasks = build_tasks(df, task_cfg, desc=name)
+        st = task_stats(tasks)
+        users = np.unique(np.concatenate([np.r_[t.s_user, t.q_user] for t in tasks])) if tasks else np.array([], int)
+        items = np.unique(np.concatenate([np.r_[t.s_item, t.q_item] for t in tasks])) if tasks else np.array([], int)
+        rows.append([name, st["tasks"], f"{st['support_mean']:.1f} [{st['support_min']}-{st['support_max']}]",
+                     f"{st['query_mean']:.1f}", len(users), int(split.user_new[users].sum()), len(items),
+                     int(split.item_new[items].sum()), st["interactions"], len(df)])
+    return header, rows

