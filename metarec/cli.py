@@ -95,17 +95,6 @@ def cmd_split(args) -> None:
     print(markdown_table(header, rows))
 
 
-def cmd_demo(args) -> None:
-    """The main job on the default dataset: prepare ml-100k, build the user-cold split, print its tasks."""
-    from metarec.data.registry import DEFAULT_DATASET
-
-    ns = argparse.Namespace(dataset=DEFAULT_DATASET, user_col=None, item_col=None, rating_col=None,
-                            time_col=None, dedupe=False, implicit=False, threshold=None, protocol="user-cold",
-                            by="time", new_user_frac=0.2, new_item_frac=0.2, seed=args.seed, min_inter=13,
-                            max_inter=100, n_query=10, k_shot=0)
-    cmd_split(ns)
-
-
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     from metarec.splits import PROTOCOLS, SPLIT_BY
 
@@ -137,23 +126,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_args(s)
     s.set_defaults(func=cmd_split)
 
-    s = sub.add_parser("demo", help="the main job on the built-in default dataset (ml-100k, user-cold)")
+    from metarec import commands
+
+    commands.register(sub)
+    s = sub.add_parser("demo", help="the main job: MeLU and the baselines on ml-100k user-cold, as a table")
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=cmd_demo)
-
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    s.set_defaults(func=commands.cmd_demo, takes_overrides=True)
     return p
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = argv
     try:
-        args.func(args)
+        if getattr(args, "takes_overrides", None) is None:
+            args.func(args)
+        else:
+            args.func(args, extra)
     except MetarecError as e:
         print(f"metarec: error: {e}", file=sys.stderr)
         return 2

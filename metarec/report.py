@@ -37,3 +37,19 @@ def split_rows(ds: Dataset, split: Split, task_cfg: TaskConfig) -> tuple[list[st
                      f"{st['query_mean']:.1f}", len(users), int(split.user_new[users].sum()), len(items),
                      int(split.item_new[items].sum()), st["interactions"], len(df)])
     return header, rows
+
+
+def compare_table(results: list[dict]) -> str:
+    """Mean ± std over seeds of each learner's test metrics (rows: learners in first-seen order)."""
+    learners = list(dict.fromkeys(r.get("label", r["learner"]) for r in results))
+    metrics = [k for k in results[0]["test"] if k != "tasks"]
+    rows = []
+    for name in learners:
+        rs = [r for r in results if r.get("label", r["learner"]) == name]
+        cells = [name, len(rs)]
+        for m in metrics:
+            v = np.array([r["test"][m] for r in rs], dtype=float)
+            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+        cells.append(rs[0]["test"]["tasks"])
+        rows.append(cells)
+    return markdown_table(["learner", "seeds", *metrics, "test tasks"], rows)

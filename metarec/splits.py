@@ -6,9 +6,9 @@ The four states of MeLU (Lee et al. KDD'19): every interaction is *warm* (existi
 Newness, ``by="time"``: a user is new if they first appear at or after the reference timestamp ``T``, chosen
 so that ``new_user_frac`` of the users are new (MML section 5.1, MeLU). An item is new if it was released
 in or after year Y, the earliest year for which such items are at most ``new_item_frac`` of all (MeLU's
-rule; MovieLens items are rated from the first day, so first-seen time would leave almost none new); datasets without release
-years fall back to the item's first interaction time against the same quantile. ``by="random"``: a seeded
-``new_user_frac`` of users and ``new_item_frac`` of items are new.
+rule; MovieLens items are rated from the first day, so first-seen time would leave almost none new);
+datasets without release years fall back to the item's first interaction time against the same quantile.
+``by="random"``: a seeded ``new_user_frac`` of users and ``new_item_frac`` of items are new.
 
 Meta-train tasks are always built from warm interactions of the training owners; by time, only those
 before ``T`` (nothing from the future of the test period). Evaluation owners never own a meta-train task:

@@ -1,0 +1,217 @@
+"""Sub-commands that train and evaluate learners: train, evaluate, compare, curve, learners, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from metarec.errors import MetarecError
+
+
+def _add_run_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("--learners", nargs="+", default=["melu", "noadapt", "ptft", "bias", "itempop"])
+        p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    else:
+        p.add_argument("--learner", default="melu", help="a registered learner (see `metarec learners`)")
+        p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--protocol", default="user-cold", help="warm, user-cold, item-cold or user-item-cold")
+    p.add_argument("--view", default="explicit", help="explicit (ratings) or implicit (full ranking)")
+    p.add_argument("--config", help="a YAML file of overrides (same keys as --a.b=value)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _overrides(args, extra) -> dict:
+    from metarec.config import parse_override_args, read_config_file
+
+    over = _flatten(read_config_file(args.config))
+    over.update(parse_override_args(extra))
+    return over
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def cmd_train(args, extra) -> None:
+    from metarec.pipeline import make_config, train_and_evaluate
+
+    run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, _overrides(args, extra))
+    out = Path(args.out or f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}")
+    res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet)
+    print(f"{args.learner} on {args.dataset} {args.protocol} ({args.view}), seed {args.seed}: best epoch "
+          f"{res['best_epoch']}, {res['train_seconds']:.1f} s")
+    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
+          + f"  ({res['test']['tasks']} tasks)")
+    print(f"saved {out / 'model.pt'} and {out / 'results.json'}")
+
+
+def cmd_evaluate(args, extra) -> None:
+    import torch
+
+    from metarec.config import config_from_dict
+    from metarec.learners.base import load_learner
+    from metarec.pipeline import RunConfig, evaluator, prepare
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise MetarecError(f"{path}: no such checkpoint")
+    try:
+        learner, extra_info = load_learner(path)
+    except (RuntimeError, KeyError, EOFError, OSError) as e:
+        raise MetarecError(f"{path}: not a metarec model file ({str(e).splitlines()[0][:100]})") from None
+    run = config_from_dict(RunConfig, extra_info["run_config"])
+    prep = prepare(run)
+    with torch.no_grad():
+        res = evaluator(run, prep)(learner, getattr(prep, args.part))
+    print(f"{run.learner} on {run.dataset} {run.split.protocol} ({run.view}), meta-{args.part}:")
+    print("  ".join(f"{k} {v:.4f}" for k, v in res.items() if k != "tasks") + f"  ({res['tasks']} tasks)")
+    if args.json:
+        print(json.dumps(res))
+
+
+def cmd_compare(args, extra) -> None:
+    from metarec.io import write_json, write_text
+    from metarec.pipeline import make_config, prepare, train_and_evaluate
+    from metarec.report import compare_table
+
+    over = _overrides(args, extra)
+    results = []
+    for seed in args.seeds:
+        prep, pretrained = None, {}
+        for entry in args.learners:
+            name, label, own = parse_learner_entry(entry)
+            run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own})
+            if prep is None:
+                prep = prepare(run)
+            res = train_and_evaluate(run, lcfg, progress=not args.quiet, prep=prep, pretrained=pretrained)
+            res.pop("history")
+            res["label"] = label
+            results.append(res)
+            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"))
+    table = compare_table(results)
+    cmdline = "metarec compare " + " ".join(args.argv)
+    print(table)
+    if args.out:
+        stem = Path(args.out)
+        write_text(stem.with_suffix(".md"), f"# {args.dataset}, {args.protocol}, {args.view} view\n\n"
+                   f"Command: `{cmdline}`\n\nTest tasks (meta-test); mean ± std over seeds "
+                   f"{', '.join(map(str, args.seeds))}; models selected on meta-valid.\n\n{table}\n")
+        write_json(stem.with_suffix(".json"), {"command": cmdline, "results": results})
+        print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+
+
+def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
+    """``NAME`` or ``NAME@key=value,key=value`` (per-learner overrides; the whole entry is its label)."""
+    name, _, rest = entry.partition("@")
+    own = {}
+    for kv in filter(None, rest.split(",")):
+        if "=" not in kv:
+            raise MetarecError(f"learner entry {entry!r}: overrides look like NAME@train.lr=1e-3,learner.inner.lr=0.01")
+        k, v = kv.split("=", 1)
+        own[k] = v
+    return name, entry, own
+
+
+def cmd_curve(args, extra) -> None:
+    """Support-size curve: a metric against K shots, one line per learner, as a PNG (and JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metarec.io import atomic_path, write_json
+    from metarec.pipeline import make_config, prepare, train_and_evaluate
+
+    over = _overrides(args, extra)
+    max_k = max(args.ks)
+    curves: dict[str, list] = {e: [] for e in args.learners}
+    for k in args.ks:
+        prep = None
+        for entry in args.learners:
+            name, label, own = parse_learner_entry(entry)
+            vals = []
+            for seed in args.seeds:
+                run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own})
+                tasks = replace(run.tasks, sizing="kshot", k_shot=k, min_inter=max_k + run.tasks.n_query)
+                run = replace(run, tasks=tasks)
+                if prep is None or prep.split.config.seed != seed:
+                    prep = prepare(run)
+                res = train_and_evaluate(run, lcfg, progress=False, prep=prep)
+                vals.append(res["test"][args.metric])
+            curves[label].append((k, float(np.mean(vals)), float(np.std(vals))))
+            print(f"K={k} {label}: {args.metric} {np.mean(vals):.4f} ± {np.std(vals):.4f}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in curves.items():
+        ks, m, s = map(np.array, zip(*pts, strict=True))
+        ax.errorbar(ks, m, yerr=s, marker="o", capsize=3, label=name)
+    ax.set_xlabel("support size K (shots)")
+    ax.set_ylabel(args.metric)
+    ax.set_xscale("log")
+    ax.set_xticks(args.ks, [str(k) for k in args.ks])
+    ax.set_title(f"{args.dataset} {args.protocol} ({args.view}), seeds {args.seeds}")
+    ax.legend()
+    fig.tight_layout()
+    out = Path(args.out)
+    with atomic_path(out.with_suffix(".png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    write_json(out.with_suffix(".json"), {"command": "metarec curve " + " ".join(args.argv), "metric": args.metric,
+                                          "curves": curves})
+    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
+
+
+def cmd_learners(args, extra) -> None:
+    from metarec.learners.registry import LEARNERS
+
+    width = max(map(len, LEARNERS))
+    for name, spec in LEARNERS.items():
+        print(f"{name.ljust(width)}  {spec.summary}")
+
+
+def cmd_demo(args, extra) -> None:
+    """The main job: MeLU and the baselines on ml-100k user-cold, one seed, printed as a table."""
+    ns = argparse.Namespace(learners=["melu", "noadapt", "ptft", "bias", "itempop"], seeds=[args.seed],
+                            dataset="ml-100k", protocol="user-cold", view="explicit", config=None,
+                            quiet=True, out=None, argv=[])
+    cmd_compare(ns, extra)
+
+
+def register(sub) -> None:
+    s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json")
+    _add_run_args(s)
+    s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED)")
+    s.set_defaults(func=cmd_train, takes_overrides=True)
+
+    s = sub.add_parser("evaluate", help="evaluate a saved model on its split's meta-test (or -valid) tasks")
+    s.add_argument("checkpoint", help="a model.pt written by `metarec train` (or its directory)")
+    s.add_argument("--part", default="test", choices=["test", "valid"])
+    s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    s.set_defaults(func=cmd_evaluate, takes_overrides=False)
+
+    s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON")
+    _add_run_args(s, many=True)
+    s.add_argument("--out", help="write OUT.md and OUT.json")
+    s.set_defaults(func=cmd_compare, takes_overrides=True)
+
+    s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG")
+    _add_run_args(s, many=True)
+    s.add_argument("--ks", nargs="+", type=int, default=[1, 3, 5, 10, 20])
+    s.add_argument("--metric", default="rmse")
+    s.add_argument("--out", default="docs/curves/support_size")
+    s.set_defaults(func=cmd_curve, takes_overrides=True)
+
+    s = sub.add_parser("learners", help="the registered learners, one line each")
+    s.set_defaults(func=cmd_learners, takes_overrides=False)

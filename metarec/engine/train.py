@@ -1,0 +1,103 @@
+"""The one outer training loop every learner uses.
+
+Meta-batches of tasks, an optimiser (Adam), gradient clipping, model selection and early stopping on
+meta-valid tasks (never meta-test), an atomic checkpoint after every epoch, resume from it, progress bars,
+and a history. The shuffling of epoch e is drawn from ``(seed, e)``, so a resumed run replays exactly what
+an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarec.errors import MetarecError
+from metarec.io import atomic_path
+from metarec.tasks import Task, collate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    meta_batch: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    clip: float = 10.0
+    patience: int = 5  # epochs without improvement on meta-valid before stopping
+    select: str = "rmse"  # the meta-valid metric that selects the model
+    seed: int = 0
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in ("mae", "rmse", "loss", "logloss")
+
+
+def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cfg: TrainConfig,
+        checkpoint: Path | None = None, progress: bool = True,
+        on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Meta-train ``learner`` on ``train_tasks``; select the epoch with the best ``valid_fn(learner)[select]``.
+
+    Returns ``{"history": [...], "best_epoch": e, "best": metrics}``; the learner holds the best weights.
+    ``on_batch(epoch, step)`` is a hook called after every optimiser step (tests use it to simulate a crash).
+    """
+    torch.manual_seed(cfg.seed)
+    params = [p for p in learner.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sign = 1.0 if lower_is_better(cfg.select) else -1.0
+    state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": []}
+    if checkpoint is not None and Path(checkpoint).is_file():
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if ck.get("config") != asdict(cfg):
+            raise MetarecError(f"{checkpoint} was written with another training config; delete it or choose "
+                               "another output directory")
+        learner.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        state = ck["state"]
+        torch.set_rng_state(ck["torch_rng"])
+    n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
+    while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
+        epoch = state["epoch"]
+        learner.train()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_tasks))
+        losses = []
+        bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        for step in bar:
+            batch = collate([train_tasks[j] for j in order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]])
+            loss = learner.meta_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            if on_batch is not None:
+                on_batch(epoch, step)
+        valid = valid_fn(learner)
+        score = sign * valid[cfg.select]
+        improved = score < state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad=0,
+                         best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
+        else:
+            state["bad"] += 1
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
+        state["epoch"] = epoch + 1
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}  valid {cfg.select} "
+                       f"{valid[cfg.select]:.4f}{'  *' if improved else ''}")
+        if checkpoint is not None:
+            with atomic_path(Path(checkpoint)) as tmp:
+                torch.save({"model": learner.state_dict(), "optim": opt.state_dict(), "state": state,
+                            "torch_rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
+    if state["best_state"] is not None:
+        learner.load_state_dict(state["best_state"])
+    best = copy.deepcopy(state["history"][state["best_epoch"]]) if state["best_epoch"] >= 0 else {}
+    return {"history": state["history"], "best_epoch": state["best_epoch"] + 1, "best": best}

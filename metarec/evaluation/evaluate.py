@@ -1,0 +1,69 @@
+"""Evaluate any learner on tasks through ``adapt``/``score``: pure metric functions on its outputs.
+
+- ``evaluate_rating``: MAE and RMSE over all query ratings (micro), and query-only nDCG@k (MeLU and
+  RecBole-MetaRec convention: the task's query items ordered by predicted score, true rating as gain).
+- ``evaluate_ranking``: full ranking of each task's owner against every candidate item of the protocol,
+  excluding the task's own support items; the query positives are the relevant items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metarec.evaluation import metrics as M
+from metarec.tasks import Task, collate
+
+
+def _batches(tasks: list[Task], size: int):
+    for i in range(0, len(tasks), size):
+        yield collate(tasks[i: i + size])
+
+
+@torch.no_grad()
+def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 5)) -> dict[str, float]:
+    learner.eval()
+    preds, trues, ndcg = [], [], {k: [] for k in ks}
+    for b in _batches(tasks, batch_size):
+        pred = learner.adapt(b).score(b.q_user, b.q_item).numpy()  # (B, Q)
+        true, mask = b.q_rating.numpy(), b.q_mask.numpy()
+        preds.append(pred[mask])
+        trues.append(true[mask])
+        for k in ks:
+            ndcg[k].append(M.query_ndcg_at_k(pred, true, mask, k))
+    p, t = np.concatenate(preds), np.concatenate(trues)
+    out = {"mae": M.mae(p, t), "rmse": M.rmse(p, t)}
+    for k in ks:
+        out[f"ndcg@{k}"] = M.mean_ignore_nan(np.concatenate(ndcg[k]))
+    out["tasks"] = len(tasks)
+    return out
+
+
+@torch.no_grad()
+def evaluate_ranking(learner, tasks: list[Task], candidates: np.ndarray, batch_size: int = 64,
+                     ks=(5, 10, 20)) -> dict[str, float]:
+    """Full ranking over ``candidates`` (item indices). Query items with rating > 0 are the positives."""
+    learner.eval()
+    cand = torch.as_tensor(np.asarray(candidates), dtype=torch.long)
+    pos_of = np.full(int(max(cand.max().item() + 1, learner.ctx.n_items)), -1, dtype=np.int64)
+    pos_of[cand.numpy()] = np.arange(len(cand))
+    rows: dict[str, list] = {}
+    for b in _batches(tasks, batch_size):
+        scores = learner.adapt(b).score_items(cand).numpy()  # (B, C)
+        B = scores.shape[0]
+        positives = np.zeros((B, len(cand)), dtype=bool)
+        exclude = np.zeros((B, len(cand)), dtype=bool)
+        for r in range(B):
+            s_items = b.s_item[r][b.s_mask[r] & (b.s_rating[r] > 0)].numpy()
+            q_items = b.q_item[r][b.q_mask[r] & (b.q_rating[r] > 0)].numpy()
+            s_pos, q_pos = pos_of[s_items], pos_of[q_items]
+            exclude[r, s_pos[s_pos >= 0]] = True
+            positives[r, q_pos[q_pos >= 0]] = True
+        positives &= ~exclude
+        ranks = M.ranks_from_scores(scores, positives, exclude)
+        for name, fn in M.RANKING_METRICS.items():
+            for k in ks:
+                rows.setdefault(f"{name}@{k}", []).append(fn(ranks, positives, k))
+    out = {k: M.mean_ignore_nan(np.concatenate(v)) for k, v in rows.items()}
+    out["tasks"] = len(tasks)
+    return out

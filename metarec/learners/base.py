@@ -1,0 +1,101 @@
+"""What every learner shares: the feature context, the ``adapt``/``score`` verbs, save and load.
+
+``adapted = learner.adapt(support)`` returns an :class:`Adapted` for the tasks of a ``TaskBatch``;
+``adapted.score(users, items)`` gives (B, Q) scores for pairs and ``adapted.score_items(items)`` (B, N)
+scores of every task's owner against N candidate items. Training, evaluation and serving all use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from metarec.config import config_from_dict
+from metarec.io import atomic_path
+from metarec.tasks import TaskBatch
+
+
+@dataclass
+class Context:
+    """Encoded side information of every user and item, as the learners consume it."""
+
+    user_codes: Tensor  # (n_users, F_u) long, 0 = unknown
+    item_codes: Tensor  # (n_items, F_i) long
+    item_genre: Tensor  # (n_items, G) float multi-hot
+    user_cards: list[int]
+    item_cards: list[int]
+    item_ids: Tensor | None = None  # (n_items,) long: 1 + rank among meta-train items, 0 = unseen there
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_codes.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_codes.shape[0])
+
+    def state(self) -> dict:
+        return {"user_codes": self.user_codes, "item_codes": self.item_codes, "item_genre": self.item_genre,
+                "user_cards": self.user_cards, "item_cards": self.item_cards, "item_ids": self.item_ids}
+
+
+@dataclass
+class Adapted:
+    """A learner adapted to B tasks: scoring functions closed over the tasks' adapted state."""
+
+    owners: Tensor  # (B,) the task owners (users for user-specific tasks)
+    score: Callable[[Tensor, Tensor], Tensor]  # (users (B, Q), items (B, Q)) -> (B, Q)
+    score_items: Callable[[Tensor], Tensor]  # items (N,) -> (B, N)
+
+
+class Learner(nn.Module):
+    """Base class. Subclasses set ``name`` and ``Config`` and implement ``adapt`` (and ``meta_loss`` when
+    ``meta_trained``); ``fit_direct`` is for closed-form models fitted on the meta-train interactions."""
+
+    name: str = ""
+    meta_trained: bool = True
+    loss_kind: str = "mse"
+
+    def __init__(self, ctx: Context, config):
+        super().__init__()
+        self.ctx = ctx
+        self.config = config
+
+    def fit_direct(self, train_inter) -> None:  # pragma: no cover - optional
+        pass
+
+    def meta_loss(self, batch: TaskBatch) -> Tensor:
+        raise NotImplementedError
+
+    def adapt(self, support: TaskBatch) -> Adapted:
+        raise NotImplementedError
+
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        """One file: learner name, config, feature context (vocab codes) and weights; written atomically."""
+        blob = {"learner": self.name, "config": _to_plain(self.config), "context": self.ctx.state(),
+                "state": self.state_dict(), "extra": extra or {}}
+        with atomic_path(Path(path)) as tmp:
+            torch.save(blob, tmp)
+
+
+def _to_plain(cfg):
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def load_learner(path: Path) -> tuple[Learner, dict]:
+    from metarec.learners.registry import LEARNERS
+
+    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    spec = LEARNERS[blob["learner"]]
+    cfg = config_from_dict(spec.config_cls, blob["config"])
+    c = blob["context"]
+    ctx = Context(c["user_codes"], c["item_codes"], c["item_genre"], list(c["user_cards"]), list(c["item_cards"]),
+                  c.get("item_ids"))
+    learner = spec.cls(ctx, cfg)
+    learner.load_state_dict(blob["state"])
+    learner.eval()
+    return learner, blob["extra"]

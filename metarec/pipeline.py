@@ -1,0 +1,161 @@
+"""One run: dataset -> split -> features -> tasks -> learner -> fit (valid) -> evaluate (test) -> files."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metarec.config import apply_overrides
+from metarec.data.features import fit_features
+from metarec.data.registry import load_dataset
+from metarec.data.types import to_implicit
+from metarec.engine.train import TrainConfig, fit
+from metarec.errors import MetarecError
+from metarec.evaluation.evaluate import evaluate_ranking, evaluate_rating
+from metarec.io import write_json
+from metarec.learners.base import Context
+from metarec.learners.registry import LEARNERS
+from metarec.splits import SplitConfig, make_split
+from metarec.tasks import Task, TaskConfig, add_negatives, build_tasks, known_codes
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    learner: str = "melu"
+    dataset: str = "ml-100k"
+    view: str = "explicit"  # "explicit" (ratings) or "implicit" (positives = rating >= threshold)
+    threshold: float = 4.0
+    negatives: int = 4  # implicit: sampled negatives per positive in support and query
+    split: SplitConfig = field(default_factory=SplitConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Prepared:
+    ctx: Context
+    train: list
+    valid: list
+    test: list
+    candidates: np.ndarray
+    split: object
+    dataset: object
+    run: RunConfig
+    _pooled: list | None = None
+
+    def pooled_train(self) -> list:
+        """Every meta-train interaction, one pseudo-task per user (no size filter), for learners trained
+        without adaptation ("the same network trained on all training interactions")."""
+        if self._pooled is None:
+            cfg = replace(self.run.tasks, min_inter=2, max_inter=10**9, n_query=1, sizing="melu")
+            tasks = [piece for t in build_tasks(self.split.train, cfg, desc="pooled") for piece in _chunks(t, 128)]
+            if self.run.view == "implicit":
+                train_items = np.unique(self.split.train["item"].to_numpy())
+                tasks = add_negatives(tasks, known_codes(self.dataset.inter), train_items, self.run.negatives,
+                                      self.run.tasks.seed)
+            self._pooled = tasks
+        return self._pooled
+
+
+def _chunks(t: Task, size: int) -> list[Task]:
+    """A pooled pseudo-task cut into pieces of at most ``size`` interactions (less padding per batch)."""
+    u, i, r = np.r_[t.s_user, t.q_user], np.r_[t.s_item, t.q_item], np.r_[t.s_rating, t.q_rating]
+    e = np.array([], dtype=u.dtype)
+    return [Task(t.owner, u[j:j + size], i[j:j + size], r[j:j + size], e, e.astype(i.dtype), e.astype(r.dtype))
+            for j in range(0, len(u), size)]
+
+
+def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str, overrides: dict) -> tuple:
+    if learner not in LEARNERS:
+        raise MetarecError(f"unknown learner {learner!r}: registered learners are {', '.join(LEARNERS)}")
+    if view not in ("explicit", "implicit"):
+        raise MetarecError(f"unknown view {view!r}: choose explicit or implicit")
+    run = RunConfig(learner=learner, dataset=dataset, view=view,
+                    split=SplitConfig(protocol=protocol, seed=seed), tasks=TaskConfig(seed=seed),
+                    train=TrainConfig(seed=seed, select="rmse" if view == "explicit" else "ndcg@10"))
+    lcfg = LEARNERS[learner].default()
+    if view == "implicit" and hasattr(lcfg, "loss"):
+        lcfg = apply_overrides(lcfg, {"loss": "bce"})
+    learner_over = {k[len("learner."):]: v for k, v in overrides.items() if k.startswith("learner.")}
+    if "learner" in overrides and isinstance(overrides["learner"], dict):
+        learner_over.update(overrides["learner"])
+    run_over = {k: v for k, v in overrides.items() if not k.startswith("learner")}
+    return apply_overrides(run, run_over), apply_overrides(lcfg, learner_over, "learner.")
+
+
+def prepare(run: RunConfig, ds=None) -> Prepared:
+    """Everything a run needs; ``ds`` replaces loading ``run.dataset`` by name (tests, custom data)."""
+    ds = ds if ds is not None else load_dataset(run.dataset)
+    if run.view == "implicit":
+        ds = to_implicit(ds, run.threshold)
+    split = make_split(ds, run.split)
+    fs = fit_features(ds, split.train)
+    icodes, genre = fs.encode_items(ds.items)
+    seen = np.unique(split.train["item"].to_numpy())
+    item_ids = torch.zeros(ds.n_items, dtype=torch.long)
+    item_ids[torch.from_numpy(seen)] = torch.arange(1, len(seen) + 1)
+    ctx = Context(fs.encode_users(ds.users), icodes, genre, fs.user_cardinalities, fs.item_cardinalities, item_ids)
+    parts = [build_tasks(df, run.tasks, desc=name) for name, df in split.parts.items()]
+    if any(len(p) == 0 for p in parts):
+        sizes = ", ".join(f"{n} {len(p)}" for n, p in zip(split.parts, parts, strict=True))
+        raise MetarecError(f"{run.dataset} {run.split.protocol}: a part has no task ({sizes})")
+    candidates = split.candidate_items()
+    if run.view == "implicit":
+        known = known_codes(ds.inter)
+        train_items = np.unique(split.train["item"].to_numpy())
+        parts = [add_negatives(parts[0], known, train_items, run.negatives, run.tasks.seed),
+                 *(add_negatives(p, known, candidates, run.negatives, run.tasks.seed + 1 + j)
+                   for j, p in enumerate(parts[1:]))]
+    return Prepared(ctx, parts[0], parts[1], parts[2], candidates, split, ds, run)
+
+
+def evaluator(run: RunConfig, prep: Prepared):
+    if run.view == "explicit":
+        return lambda learner, tasks: evaluate_rating(learner, tasks)
+    return lambda learner, tasks: evaluate_ranking(learner, tasks, prep.candidates)
+
+
+def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None, progress: bool = True,
+                       prep: Prepared | None = None, pretrained: dict | None = None) -> dict:
+    """Fit on meta-train (selecting on meta-valid), evaluate on meta-test, optionally write the files.
+
+    ``pretrained``: a dict shared across calls (``metarec compare``) in which learners trained without
+    adaptation (``train_mode="pooled"``) keep their fitted weights, keyed by everything that determines
+    them; ``noadapt`` and ``ptft`` then share one pretraining, as PT-FT's definition implies.
+    """
+    prep = prep or prepare(run)
+    spec = LEARNERS[run.learner]
+    learner = spec.cls(prep.ctx, learner_cfg)
+    ev = evaluator(run, prep)
+    t0 = time.perf_counter()
+    pooled = getattr(learner_cfg, "train_mode", "maml") == "pooled"
+    key = repr((asdict(run.train), asdict(replace(learner_cfg, inner=None)))) if pooled else None
+    if pretrained is not None and key in pretrained:
+        state, fitted = pretrained[key]
+        learner.load_state_dict(state)
+        fitted = {**fitted, "best": ev(learner, prep.valid)}
+    elif learner.meta_trained:
+        ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
+        fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
+                     checkpoint=ckpt, progress=progress)
+        if pretrained is not None and pooled:
+            pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
+    else:
+        learner.fit_direct(prep.split.train)
+        fitted = {"history": [], "best_epoch": 0, "best": ev(learner, prep.valid)}
+    train_s = time.perf_counter() - t0
+    test = ev(learner, prep.test)
+    result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,
+              "view": run.view, "seed": run.split.seed, "test": test, "valid": fitted["best"],
+              "best_epoch": fitted["best_epoch"], "train_seconds": train_s, "history": fitted["history"],
+              "run_config": asdict(run), "learner_config": asdict(learner_cfg),
+              "split": prep.split.describe()}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg)})
+        write_json(out_dir / "results.json", result)
+    return result
