@@ -40,6 +40,11 @@ def apply_overrides(cfg, overrides: dict, where: str = ""):
 
 
 def _coerce(value, current, key):
+    if isinstance(value, str) and isinstance(current, int | float) and not isinstance(current, bool):
+        try:  # YAML 1.1 reads "1e-3" as a string; numbers are numbers here
+            value = float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            raise MetarecError(f"config key {key!r} takes a number, got {value!r}") from None
     if isinstance(value, str) and not isinstance(current, str):
         try:
             value = yaml.safe_load(value)

@@ -35,11 +35,11 @@ def test_train_then_evaluate_gives_the_same_numbers(data_dir, tmp_path, capsys):
 
 def test_compare_writes_markdown_and_json(data_dir, tmp_path, capsys):
     stem = tmp_path / "cmp"
-    code = main(["compare", "--dataset", data_dir, "--learners", "bias", "itempop", "melu@learner.inner.lr=0.01",
+    code = main(["compare", "--dataset", data_dir, "--learners", "bias", "itempop", "melu@learner.inner.lr=1e-2",
                  "--seeds", "0", "1", "--out", str(stem), *FAST])
     assert code == 0, capsys.readouterr().err
     md = (stem.with_suffix(".md")).read_text()
-    assert "| bias" in md and "| melu@learner.inner.lr=0.01" in md and "±" in md
+    assert "| bias" in md and "| melu@learner.inner.lr=1e-2" in md and "±" in md
     data = json.loads(stem.with_suffix(".json").read_text())
     assert len(data["results"]) == 6 and data["command"].startswith("metarec compare")
     melu = [r for r in data["results"] if r["learner"] == "melu"]
@@ -69,3 +69,11 @@ def test_bad_run_arguments(argv, needle, capsys, tmp_path, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err, err
+
+
+def test_overrides_parse_numbers_like_a_user_writes_them():
+    from metarec.config import apply_overrides
+    from metarec.engine.train import TrainConfig
+    cfg = apply_overrides(TrainConfig(), {"lr": "1e-3", "epochs": "7", "clip": "5", "select": "mae"})
+    assert cfg.lr == 1e-3 and cfg.epochs == 7 and cfg.clip == 5.0 and cfg.select == "mae"
+    assert isinstance(cfg.epochs, int)

@@ -16,4 +16,4 @@ jobs+=("$M compare --dataset ml-100k --protocol user-cold --view implicit --lear
 for p in user-cold warm item-cold user-item-cold; do
   jobs+=("$M compare --dataset ml-1m --protocol $p --view implicit --learners $IMPLICIT $COMMON --out docs/results/ml-1m_${p}_implicit")
 done
-printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -P 2 -I{} bash -c '{} > "/tmp/metarec_$(echo "{}" | md5sum | cut -c1-8).log" 2>&1 && echo "done: {}"'
+printf '%s\n' "${jobs[@]}" | OMP_NUM_THREADS=1 xargs -P 2 -I{} bash -c 'log="/tmp/metarec_$(echo "{}" | md5sum | cut -c1-8).log"; if {} >"$log" 2>&1; then echo "done: {}"; else echo "FAILED (see $log): {}"; fi'
