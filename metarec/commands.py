@@ -139,8 +139,9 @@ def cmd_curve(args, extra) -> None:
     over = _overrides(args, extra)
     max_k = max(args.ks)
     curves: dict[str, list] = {e: [] for e in args.learners}
+    pretrained: dict[int, dict] = {s: {} for s in args.seeds}  # pooled pretraining does not depend on K
     for k in args.ks:
-        prep = None
+        preps: dict = {}
         for entry in args.learners:
             name, label, own = parse_learner_entry(entry)
             vals = []
@@ -148,9 +149,9 @@ def cmd_curve(args, extra) -> None:
                 run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own})
                 tasks = replace(run.tasks, sizing="kshot", k_shot=k, min_inter=max_k + run.tasks.n_query)
                 run = replace(run, tasks=tasks)
-                if prep is None or prep.split.config.seed != seed:
-                    prep = prepare(run)
-                res = train_and_evaluate(run, lcfg, progress=False, prep=prep)
+                if seed not in preps:
+                    preps[seed] = prepare(run)
+                res = train_and_evaluate(run, lcfg, progress=False, prep=preps[seed], pretrained=pretrained[seed])
                 vals.append(res["test"][args.metric])
             curves[label].append((k, float(np.mean(vals)), float(np.std(vals))))
             print(f"K={k} {label}: {args.metric} {np.mean(vals):.4f} ± {np.std(vals):.4f}")

@@ -99,7 +99,8 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
     users_first = inter.groupby("user")["timestamp"].min().reindex(range(ds.n_users)).to_numpy()
     t_ref, year_ref = None, None
     if cfg.by == "time":
-        t_ref = int(np.quantile(users_first, 1.0 - cfg.new_user_frac, method="higher"))
+        # users with no interaction in this view (e.g. no rating above an implicit threshold) have NaN here
+        t_ref = int(np.nanquantile(users_first, 1.0 - cfg.new_user_frac, method="higher"))
         user_new = users_first >= t_ref
         years = ds.items["year"].astype("Float64").to_numpy(dtype=float, na_value=np.nan) \
             if "year" in ds.items else np.full(ds.n_items, np.nan)
@@ -108,7 +109,7 @@ def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
             item_new = np.nan_to_num(years, nan=-1) >= year_ref
         else:
             items_first = inter.groupby("item")["timestamp"].min().reindex(range(ds.n_items)).to_numpy()
-            item_new = items_first >= np.quantile(items_first, 1.0 - cfg.new_item_frac, method="higher")
+            item_new = items_first >= np.nanquantile(items_first, 1.0 - cfg.new_item_frac, method="higher")
     else:
         user_new = _random_mask(rng, ds.n_users, cfg.new_user_frac)
         item_new = _random_mask(rng, ds.n_items, cfg.new_item_frac)

@@ -80,3 +80,16 @@ def test_candidate_items(tiny_dataset):
 def test_bad_config(kw, match):
     with pytest.raises(MetarecError, match=match):
         SplitConfig(**kw)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_users_without_interactions_in_the_view(tiny_dataset, protocol):
+    """An implicit view can leave users with no positive at all: they are neither new nor owners."""
+    from metarec.data.types import to_implicit
+    imp = to_implicit(tiny_dataset, threshold=5)
+    has = np.zeros(imp.n_users, bool)
+    has[imp.inter["user"].unique()] = True
+    assert not has.all()  # the case under test exists
+    split = make_split(imp, SplitConfig(protocol=protocol))
+    check_no_leakage(imp, split)
+    assert not split.user_new[~has].any()

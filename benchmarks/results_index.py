@@ -1,0 +1,57 @@
+"""Summarise every `metarec compare` record in docs/results/*.json into docs/results/README.md.
+
+Run: .venv/bin/python benchmarks/results_index.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metarec.io import write_text
+from metarec.report import markdown_table
+
+EXPLICIT = ("rmse", "mae", "ndcg@3")
+IMPLICIT = ("recall@10", "ndcg@10", "mrr@10")
+
+
+def main() -> None:
+    root = Path("docs/results")
+    parts = ["# Results", "",
+             "Meta-test tasks; mean ± std over the seeds listed; every model selected on meta-valid tasks only.",
+             "Each table links the file that holds all metrics and the exact command that produced it; "
+             "`bash docs/results/run_all.sh` reruns them all. This page: "
+             "`.venv/bin/python benchmarks/results_index.py`.", "",
+             "Explicit view: MAE / RMSE over query ratings, nDCG@3 in the query-only protocol (query items ordered "
+             "by prediction, true rating as gain). Implicit view (rating >= 4 positive, 4 sampled negatives per "
+             "positive for training): full ranking over all candidate items of the protocol, support items "
+             "excluded. Findings on MeLU: [melu_investigation.md](melu_investigation.md).", ""]
+    for path in sorted(root.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "results" not in data:
+            continue
+        res = data["results"]
+        first = res[0]
+        metrics = EXPLICIT if first["view"] == "explicit" else IMPLICIT
+        labels = list(dict.fromkeys(r.get("label", r["learner"]) for r in res))
+        rows = []
+        for label in labels:
+            rs = [r for r in res if r.get("label", r["learner"]) == label]
+            cells = [label]
+            for m in metrics:
+                v = np.array([r["test"][m] for r in rs])
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+            rows.append(cells + [len(rs)])
+        seeds = sorted({r["seed"] for r in res})
+        parts += [f"## {first['dataset']}, {first['protocol']}, {first['view']} "
+                  f"([{path.stem}.md]({path.stem}.md))", "",
+                  f"{first['test']['tasks']} meta-test tasks, seeds {seeds}.", "",
+                  markdown_table(["learner", *metrics, "seeds"], rows), ""]
+    write_text(root / "README.md", "\n".join(parts))
+    print(f"wrote {root / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
