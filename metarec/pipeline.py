@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from metarec.config import apply_overrides
-from metarec.data.features import fit_features
+from metarec.data.features import FeatureSpace, fit_features
 from metarec.data.registry import load_dataset
 from metarec.data.types import to_implicit
 from metarec.engine.train import TrainConfig, fit
@@ -45,6 +45,7 @@ class Prepared:
     split: object
     dataset: object
     run: RunConfig
+    features: FeatureSpace | None = None
     _pooled: list | None = None
 
     def pooled_train(self) -> list:
@@ -110,7 +111,7 @@ def prepare(run: RunConfig, ds=None) -> Prepared:
         parts = [add_negatives(parts[0], known, train_items, run.negatives, run.tasks.seed),
                  *(add_negatives(p, known, candidates, run.negatives, run.tasks.seed + 1 + j)
                    for j, p in enumerate(parts[1:]))]
-    return Prepared(ctx, parts[0], parts[1], parts[2], candidates, split, ds, run)
+    return Prepared(ctx, parts[0], parts[1], parts[2], candidates, split, ds, run, fs)
 
 
 def evaluator(run: RunConfig, prep: Prepared):
@@ -156,6 +157,9 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
               "split": prep.split.describe()}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg)})
+        learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg),
+                                                  "vocabularies": prep.features.to_dict() if prep.features else None,
+                                                  "user_ids": prep.dataset.users["raw_id"].tolist(),
+                                                  "item_ids": prep.dataset.items["raw_id"].tolist()})
         write_json(out_dir / "results.json", result)
     return result

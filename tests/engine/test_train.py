@@ -86,8 +86,11 @@ def test_every_learner_runs_end_to_end(tiny_dataset, name, tmp_path):
     res = train_and_evaluate(run, lcfg, out_dir=tmp_path, progress=False, prep=prepare(run, tiny_dataset))
     assert res["test"]["tasks"] > 0 and res["test"]["rmse"] > 0
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "results.json").is_file()
-    back, _ = load_learner(tmp_path / "model.pt")
+    back, extra = load_learner(tmp_path / "model.pt")
     assert back.name == name
+    from metarec.data.features import FeatureSpace
+    fs = FeatureSpace.from_dict(extra["vocabularies"])
+    assert "gender" in fs.user_fields and len(extra["item_ids"]) == tiny_dataset.n_items
 
 
 def test_implicit_view_full_ranking(tiny_dataset):
