@@ -9,7 +9,8 @@ Real ml-100k meta-train tasks of the user-cold protocol (split by time, seed 0),
 Tasks are sized ``TaskConfig(sizing="kshot", k_shot=K, min_inter=K+10)``: every task has exactly K support
 and 10 query interactions, K in {5, 20}. Network: MeLU (``FeatureMLP``, embedding 32, head MLP (64, 64));
 the fast parameters are the head's (6 tensors); the embeddings learn in the outer loop only. Meta-batch 32,
-5 inner SGD steps at the MeLU local lr 5e-6, first and second order; outer optimiser Adam (lr 5e-5), no
+5 inner SGD steps at the MeLU local lr 5e-6, first and second order; outer optimiser Adam (lr 5e-5, fused as in
+``fit``), no
 gradient clipping, in both engines. Meta-batches cycle over a fixed shuffle of the full batches of 32.
 
 (a) reference: the per-task loop of the official MeLU code (hoyeoplee/MeLU ``MeLU.global_update`` and
@@ -33,9 +34,11 @@ gradient clipping, in both engines. Meta-batches cycle over a fixed shuffle of t
     to the head's fast weights only (MeLU also differentiates the embeddings in every inner step and then
     discards those gradients): (a) is, if anything, faster than the official code, so the speed-ups below
     are conservative.
-(b) metarec: ``loss = learner.meta_loss(collate(tasks))`` (all 32 tasks adapt at once in
-    ``metarec.engine.inner``: ``torch.vmap`` of ``functional_call`` over (B, ...) fast weights,
-    ``autograd.grad(create_graph=not first_order)``), ``zero_grad``, ``backward``, ``Adam.step``. The
+(b) metarec: ``loss = learner.meta_loss(collate(tasks))`` (all 32 tasks adapt at once: MeLU's default fast
+    path, ``FeatureMLP._adapt_lowrank``, an exact low-rank form of the first layer's adapted weights and
+    batched matmuls for the rest; the generic engine, ``metarec.engine.inner``, is ``torch.vmap`` of
+    ``functional_call`` over (B, ...) fast weights; both use ``autograd.grad(create_graph=not first_order)``),
+    ``zero_grad``, ``backward``, ``Adam.step``. The
     ``collate`` of the Task objects into a padded ``TaskBatch`` is inside the timed step ((a) converts its
     arrays inside the timed step too).
 
@@ -281,7 +284,7 @@ def batched_meta_loss(learner: FeatureMLP, tasks: list[Task]) -> torch.Tensor:
 
 
 def make_step(kind: str, learner: FeatureMLP):
-    opt = torch.optim.Adam(learner.parameters(), lr=OUTER_LR)
+    opt = torch.optim.Adam(learner.parameters(), lr=OUTER_LR, fused=True)  # as metarec.engine.train.fit, both
     loss_fn = Reference(learner).meta_loss if kind == "a" else (lambda tasks: batched_meta_loss(learner, tasks))
 
     def step(tasks: list[Task]) -> float:

@@ -49,7 +49,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     """
     torch.manual_seed(cfg.seed)
     params = [p for p in learner.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sign = 1.0 if lower_is_better(cfg.select) else -1.0
     state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": []}
     if checkpoint is not None and Path(checkpoint).is_file():

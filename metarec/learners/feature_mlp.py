@@ -30,6 +30,7 @@ class FeatureMLPConfig:
     emb_dim: int = 32
     hidden: tuple[int, ...] = (64, 64)
     item_id: bool = False  # add an item-ID embedding (index 0 for items unseen in meta-train)
+    fast_path: bool = True  # exact low-rank first layer + batched matmuls (see _adapt_lowrank); else vmap
     inner: InnerConfig = field(default_factory=InnerConfig)
     train_mode: str = "maml"  # "maml": meta-train through the inner loop; "pooled": plain supervised
     loss: str = "mse"  # "mse" for ratings, "bce" for implicit feedback
@@ -71,6 +72,11 @@ class FeatureEncoder(nn.Module):
         return torch.cat([self.user(users), self.item(items)], -1)
 
 
+def _sgd(w: Tensor, g: Tensor, lr) -> Tensor:
+    """w - lr * g, fused into one op when lr is a plain number."""
+    return torch.add(w, g, alpha=-lr) if isinstance(lr, float | int) else w - lr * g
+
+
 def mlp(inp: int, hidden: tuple[int, ...]) -> nn.Sequential:
     layers, d = [], inp
     for h in hidden:
@@ -110,17 +116,76 @@ class FeatureMLP(Learner):
         return self.config.inner.lr
 
     def _head(self, fast: dict[str, Tensor], x: Tensor) -> Tensor:
-        """x: (B, N, D) -> (B, N) with task b using fast[k][b]."""
+        """x: (B, N, D) -> (B, N) with task b using its adapted head (either representation)."""
+        if "C" in fast:
+            return self._apply_lowrank(fast, x)
         return batched_call(self.head, fast, x).squeeze(-1)
 
     def _adapt_fast(self, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
         x_s = self.encoder.pair(batch.s_user, batch.s_item)  # (B, S, D)
+        if self.config.fast_path and self.config.inner.learn_lr != "per_param" and steps > 0:
+            return self._adapt_lowrank(x_s, batch, steps, first_order)
         fast = expand_fast(self.fast_init(), len(batch))
 
         def support_loss(f):
             return masked_task_loss(self._head(f, x_s), batch.s_rating, batch.s_mask, self.loss_kind)  # (B,)
 
         return inner_loop(self.head, fast, support_loss, steps, self._lr(), first_order)
+
+    # --- the fast path ----------------------------------------------------------------------------------
+    def _later(self) -> list[str]:
+        """Names of the head's parameters after its first layer ("2.weight", "2.bias", ...)."""
+        return [k for k, _ in self.head.named_parameters()][2:]
+
+    def _adapt_lowrank(self, x_s: Tensor, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
+        """The same MAML inner loop as ``inner_loop`` over the head, without per-task copies of layer 1.
+
+        The first layer's input (the support embeddings x_s) is fixed during the inner loop, so each SGD
+        step changes its weights by ``-lr * delta^T x_s``, delta (B, S, H) being the gradient of the support
+        loss with respect to the layer's pre-activations. After any number of steps the task's weights are
+        ``W0 - C^T x_s`` with ``C`` the lr-scaled sum of those deltas, and the layer's output on inputs x is
+        ``x W0^T + b0 - (x x_s^T) C``: one shared matmul plus small (S x S) per-task products instead of
+        B copies of the (H x D) matrix. Exact (tests compare it with a hand-unrolled loop); the later layers
+        keep per-task weights (B, out, in) in batched matmuls. First order detaches the deltas and, as
+        FOMAML does, the x_s inside the weight change.
+        """
+        lr = self._lr()
+        names = ["0.bias", *self._later()]
+        B = x_s.shape[0]
+        outer_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            state = expand_fast({k: v for k, v in self.head.named_parameters() if k in names}, B)
+            if not outer_graph:  # evaluation under no_grad: fresh leaves, as in inner_loop
+                state = {k: v.detach().requires_grad_(True) for k, v in state.items()}
+            xs_key = x_s.detach() if first_order else x_s
+            w0 = self.head[0].weight  # (H, D)
+            proj = x_s @ w0.T  # (B, S, H) shared first-layer projection
+            gram = torch.bmm(x_s, xs_key.transpose(1, 2))  # (B, S, S)
+            c = proj.new_zeros(proj.shape)  # (B, S, H)
+            for _ in range(steps):
+                z0 = proj + state["0.bias"][:, None, :] - torch.bmm(gram, c)  # (B, S, H)
+                pred = self._rest(state, z0)  # (B, S)
+                loss = masked_task_loss(pred, batch.s_rating, batch.s_mask, self.loss_kind)  # (B,)
+                grads = torch.autograd.grad(loss.sum(), [z0, *(state[k] for k in names)],
+                                            create_graph=not first_order)
+                c = _sgd(c, grads[0], -lr)
+                state = {k: _sgd(state[k], g, lr) for k, g in zip(names, grads[1:], strict=True)}
+        return {**state, "C": c, "xs": xs_key}
+
+    def _rest(self, state: dict[str, Tensor], z0: Tensor) -> Tensor:
+        """Layers after the first, with per-task weights: z0 (B, N, H) pre-activations -> (B, N)."""
+        h = z0
+        later = self._later()
+        for j in range(0, len(later), 2):
+            w, b = state[later[j]], state[later[j + 1]]  # (B, out, in), (B, out)
+            h = torch.baddbmm(b[:, None, :], torch.relu(h), w.transpose(1, 2))
+        return h.squeeze(-1)
+
+    def _apply_lowrank(self, state: dict[str, Tensor], x: Tensor) -> Tensor:
+        """x (B, N, D) -> (B, N) through the adapted head of ``_adapt_lowrank``."""
+        z0 = x @ self.head[0].weight.T + state["0.bias"][:, None, :] \
+            - torch.bmm(torch.bmm(x, state["xs"].transpose(1, 2)), state["C"])  # (B, N, H)
+        return self._rest(state, z0)
 
     # --- the learner verbs ----------------------------------------------------------------------------
     def meta_loss(self, batch: TaskBatch) -> Tensor:

@@ -18,10 +18,10 @@ def prep(tiny_dataset):
     return prepare(run, tiny_dataset)
 
 
-def make(prep, steps=3, lr=0.05, first_order=False, learn_lr="none", hidden=(8, 8)):
+def make(prep, steps=3, lr=0.05, first_order=False, learn_lr="none", hidden=(8, 8), fast_path=True):
     torch.manual_seed(0)
-    cfg = FeatureMLPConfig(emb_dim=4, hidden=hidden, inner=InnerConfig(steps=steps, lr=lr, first_order=first_order,
-                                                                       learn_lr=learn_lr))
+    cfg = FeatureMLPConfig(emb_dim=4, hidden=hidden, fast_path=fast_path,
+                           inner=InnerConfig(steps=steps, lr=lr, first_order=first_order, learn_lr=learn_lr))
     return FeatureMLP(prep.ctx, cfg).double()
 
 
@@ -67,9 +67,13 @@ def hand_unrolled_loss(model, tasks, steps, lr, first_order):
     return total / len(tasks)
 
 
+FAST_PATH = pytest.mark.parametrize("fast_path", [True, False], ids=["lowrank", "vmap"])
+
+
+@FAST_PATH
 @pytest.mark.parametrize("first_order", [False, True])
-def test_batched_equals_hand_unrolled(prep, first_order):
-    model = make(prep, first_order=first_order)
+def test_batched_equals_hand_unrolled(prep, first_order, fast_path):
+    model = make(prep, first_order=first_order, fast_path=fast_path)
     tasks, batch = ragged_batch(prep)
     params = list(model.parameters())
     batched = model.meta_loss(batch)
@@ -84,8 +88,9 @@ def test_batched_equals_hand_unrolled(prep, first_order):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), (a - b).abs().max()
 
 
-def test_second_order_matches_finite_differences(prep):
-    model = make(prep, steps=2, lr=0.2)
+@FAST_PATH
+def test_second_order_matches_finite_differences(prep, fast_path):
+    model = make(prep, steps=2, lr=0.2, fast_path=fast_path)
     _, batch = ragged_batch(prep, n=3)
     w = model.head[0].weight
     loss = model.meta_loss(batch)
@@ -104,9 +109,11 @@ def test_second_order_matches_finite_differences(prep):
         assert abs(fd - g[i, j].item()) < 1e-6 + 1e-4 * abs(fd), (fd, g[i, j].item())
 
 
-def test_first_order_differs_from_second_order(prep):
+@FAST_PATH
+def test_first_order_differs_from_second_order(prep, fast_path):
     _, batch = ragged_batch(prep, n=4)
-    so, fo = make(prep, steps=2, lr=0.2), make(prep, steps=2, lr=0.2, first_order=True)
+    so = make(prep, steps=2, lr=0.2, fast_path=fast_path)
+    fo = make(prep, steps=2, lr=0.2, first_order=True, fast_path=fast_path)
     fo.load_state_dict(so.state_dict())
     g_so = torch.autograd.grad(so.meta_loss(batch), [so.head[0].weight])[0]
     g_fo = torch.autograd.grad(fo.meta_loss(batch), [fo.head[0].weight])[0]
@@ -119,9 +126,10 @@ def test_first_order_differs_from_second_order(prep):
     assert torch.equal(a, b)
 
 
+@FAST_PATH
 @pytest.mark.parametrize("learn_lr", ["scalar", "per_param"])
-def test_learned_inner_lr_gradient_matches_finite_differences(prep, learn_lr):
-    model = make(prep, steps=2, lr=0.1, learn_lr=learn_lr)
+def test_learned_inner_lr_gradient_matches_finite_differences(prep, learn_lr, fast_path):
+    model = make(prep, steps=2, lr=0.1, learn_lr=learn_lr, fast_path=fast_path)
     _, batch = ragged_batch(prep, n=3)
     lr_param = model.inner_lr if learn_lr == "scalar" else model.inner_lr["4_bias"]
     (g,) = torch.autograd.grad(model.meta_loss(batch), [lr_param])
@@ -138,8 +146,9 @@ def test_learned_inner_lr_gradient_matches_finite_differences(prep, learn_lr):
     assert abs(fd) > 1e-8
 
 
-def test_adapt_changes_predictions_and_matches_meta_loss_forward(prep):
-    model = make(prep, steps=3, lr=0.05)
+@FAST_PATH
+def test_adapt_changes_predictions_and_matches_meta_loss_forward(prep, fast_path):
+    model = make(prep, steps=3, lr=0.05, fast_path=fast_path)
     _, batch = ragged_batch(prep, n=4)
     with torch.no_grad():
         adapted = model.adapt(batch)
@@ -147,7 +156,7 @@ def test_adapt_changes_predictions_and_matches_meta_loss_forward(prep):
     m = batch.q_mask.double()
     loss = (((pred - batch.q_rating) ** 2 * m).sum(1) / m.sum(1)).mean()
     assert loss.item() == pytest.approx(model.meta_loss(batch).item(), rel=1e-10)
-    model0 = make(prep, steps=0)
+    model0 = make(prep, steps=0, fast_path=fast_path)
     with torch.no_grad():
         pred0 = model0.adapt(batch).score(batch.q_user, batch.q_item)
     assert (pred0 - pred).abs().max() > 1e-6
@@ -157,3 +166,17 @@ def test_adapt_changes_predictions_and_matches_meta_loss_forward(prep):
         full = adapted.score_items(items)  # (B, 3)
         pair = adapted.score(batch.q_user[:, :1].expand(-1, 3), items[None].expand(len(batch), 3))
     assert torch.allclose(full, pair)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_lowrank_and_vmap_paths_agree(prep, first_order):
+    """The exact low-rank first layer and the generic vmap engine: same loss, same meta-gradients."""
+    fast, slow = make(prep, first_order=first_order), make(prep, first_order=first_order, fast_path=False)
+    _, batch = ragged_batch(prep, n=5)
+    lf, ls = fast.meta_loss(batch), slow.meta_loss(batch)
+    gf = torch.autograd.grad(lf, list(fast.parameters()), allow_unused=True)
+    gs = torch.autograd.grad(ls, list(slow.parameters()), allow_unused=True)
+    assert lf.item() == pytest.approx(ls.item(), rel=1e-10)
+    for a, b in zip(gf, gs, strict=True):
+        if a is not None or b is not None:
+            assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
