@@ -209,11 +209,19 @@ def sample_negatives(owners: np.ndarray, candidates: np.ndarray, n: int, rng: np
     """
     out = candidates[rng.integers(0, len(candidates), size=(len(owners), n))]
     for _ in range(1000):
-        bad = np.isin(owners[:, None].astype(np.int64) * CODE_STRIDE + out, known)
+        bad = _member_of_sorted(owners[:, None].astype(np.int64) * CODE_STRIDE + out, known)
         if not bad.any():
             return out
         out[bad] = candidates[rng.integers(0, len(candidates), size=int(bad.sum()))]
     raise MetarecError("negative sampling failed: some owner has interacted with (almost) every candidate")
+
+
+def _member_of_sorted(codes: np.ndarray, sorted_known: np.ndarray) -> np.ndarray:
+    """``np.isin(codes, sorted_known)`` without re-sorting the (large, already sorted) known codes."""
+    if len(sorted_known) == 0:
+        return np.zeros(codes.shape, dtype=bool)
+    pos = np.searchsorted(sorted_known, codes).clip(max=len(sorted_known) - 1)
+    return sorted_known[pos] == codes
 
 
 def add_negatives(tasks: list[Task], known: np.ndarray, candidates: np.ndarray, n_neg: int, seed: int,
