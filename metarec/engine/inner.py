@@ -58,6 +58,11 @@ def masked_task_loss(pred: Tensor, target: Tensor, mask: Tensor, kind: str = "ms
     return (per * m).sum(-1) / m.sum(-1).clamp_min(1.0)
 
 
+def sgd_step(w: Tensor, g: Tensor, lr: float | Tensor) -> Tensor:
+    """``w - lr * g``, one fused op when ``lr`` is a plain number (a learnable rate keeps its graph)."""
+    return torch.add(w, g, alpha=-lr) if isinstance(lr, float | int) else w - lr * g
+
+
 def inner_loop(
     module: nn.Module,
     fast: dict[str, Tensor],
@@ -88,7 +93,6 @@ def inner_loop(
                 if g is None:
                     new[k] = fast[k]
                     continue
-                step_lr = lr[k] if isinstance(lr, Mapping) else lr
-                new[k] = fast[k] - step_lr * g
+                new[k] = sgd_step(fast[k], g, lr[k] if isinstance(lr, Mapping) else lr)
             fast = new
     return fast

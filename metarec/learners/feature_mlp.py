@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from metarec.engine.inner import InnerConfig, batched_call, expand_fast, inner_loop, masked_task_loss
+from metarec.engine.inner import InnerConfig, batched_call, expand_fast, inner_loop, masked_task_loss, sgd_step
 from metarec.learners.base import Adapted, Context, Learner
 from metarec.tasks import TaskBatch
 
@@ -70,11 +70,6 @@ class FeatureEncoder(nn.Module):
 
     def pair(self, users: Tensor, items: Tensor) -> Tensor:
         return torch.cat([self.user(users), self.item(items)], -1)
-
-
-def _sgd(w: Tensor, g: Tensor, lr) -> Tensor:
-    """w - lr * g, fused into one op when lr is a plain number."""
-    return torch.add(w, g, alpha=-lr) if isinstance(lr, float | int) else w - lr * g
 
 
 def mlp(inp: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -168,8 +163,8 @@ class FeatureMLP(Learner):
                 loss = masked_task_loss(pred, batch.s_rating, batch.s_mask, self.loss_kind)  # (B,)
                 grads = torch.autograd.grad(loss.sum(), [z0, *(state[k] for k in names)],
                                             create_graph=not first_order)
-                c = _sgd(c, grads[0], -lr)
-                state = {k: _sgd(state[k], g, lr) for k, g in zip(names, grads[1:], strict=True)}
+                c = sgd_step(c, grads[0], -lr)
+                state = {k: sgd_step(state[k], g, lr) for k, g in zip(names, grads[1:], strict=True)}
         return {**state, "C": c, "xs": xs_key}
 
     def _rest(self, state: dict[str, Tensor], z0: Tensor) -> Tensor:
