@@ -130,6 +130,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     """
     prep = prep or prepare(run)
     spec = LEARNERS[run.learner]
+    torch.manual_seed(run.train.seed)  # the initialisation depends on the seed only, not on earlier runs
     learner = spec.cls(prep.ctx, learner_cfg)
     ev = evaluator(run, prep)
     t0 = time.perf_counter()

@@ -101,3 +101,15 @@ def test_implicit_view_full_ranking(tiny_dataset):
     assert all((t.q_rating == 0).sum() == run.negatives * (t.q_rating == 1).sum() for t in prep.test)
     res = train_and_evaluate(run, lcfg, progress=False, prep=prep)
     assert 0.0 <= res["test"]["recall@10"] <= 1.0 and "ndcg@10" in res["test"]
+
+
+def test_a_run_does_not_depend_on_what_ran_before(tiny_dataset):
+    """compare runs learners one after another in one process: each must start from its own seed."""
+    from metarec.pipeline import make_config
+    run, lcfg = make_config("melu", "tiny", "user-cold", 0, "explicit",
+                            {"train.epochs": 2, "split.by": "random", "tasks.min_inter": 14})
+    prep = prepare(run, tiny_dataset)
+    first = train_and_evaluate(run, lcfg, progress=False, prep=prep)["test"]
+    torch.rand(1000)  # anything that moves the global generator
+    second = train_and_evaluate(run, lcfg, progress=False, prep=prep)["test"]
+    assert first == second
