@@ -28,8 +28,9 @@ def main() -> None:
              "by prediction, true rating as gain). Implicit view (rating >= 4 positive, 4 sampled negatives per "
              "positive for training): full ranking over all candidate items of the protocol, support items "
              "excluded. Findings on MeLU: [melu_investigation.md](melu_investigation.md).", "",
-             "Provenance: the explicit tables, the item-ID table, the rate selection and the support-size curve "
-             "were produced at commit 13677d7, the ml-100k implicit table at 9398d81. Two later changes alter the "
+             "Provenance: the explicit tables, the item-ID table, the rate selection, the adaptation measurement and "
+             "the support-size curve were produced with the code before commit 87de036, the ml-100k implicit "
+             "table at 9398d81. Two later changes alter the "
              "numbers a rerun gives (not their meaning): MeLU's exact low-rank fast path (equal to the vmap engine "
              "up to float32 rounding, which training amplifies) and the seeding fix (a learner's initialisation "
              "used to depend on the learners run before it in the same `compare`; each record is reproducible "
