@@ -45,7 +45,7 @@ class Prepared:
     split: object
     dataset: object
     run: RunConfig
-    features: FeatureSpace | None = None
+    features: FeatureSpace
     _pooled: list | None = None
 
     def pooled_train(self) -> list:
@@ -159,7 +159,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg),
-                                                  "vocabularies": prep.features.to_dict() if prep.features else None,
+                                                  "vocabularies": prep.features.to_dict(),
                                                   "user_ids": prep.dataset.users["raw_id"].tolist(),
                                                   "item_ids": prep.dataset.items["raw_id"].tolist()})
         write_json(out_dir / "results.json", result)

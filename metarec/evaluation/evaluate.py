@@ -39,6 +39,15 @@ def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 
     return out
 
 
+def _candidate_mask(items, valid, pos_of: np.ndarray, n_cand: int) -> np.ndarray:
+    """(B, C) bool: which candidates appear among each row's valid items (items (B, N), valid (B, N))."""
+    pos = pos_of[items.numpy()]  # (B, N) candidate position, -1 if not a candidate
+    keep = valid.numpy() & (pos >= 0)
+    out = np.zeros((items.shape[0], n_cand), dtype=bool)
+    out[np.nonzero(keep)[0], pos[keep]] = True
+    return out
+
+
 @torch.no_grad()
 def evaluate_ranking(learner, tasks: list[Task], candidates: np.ndarray, batch_size: int = 64,
                      ks=(5, 10, 20)) -> dict[str, float]:
@@ -50,16 +59,8 @@ def evaluate_ranking(learner, tasks: list[Task], candidates: np.ndarray, batch_s
     rows: dict[str, list] = {}
     for b in _batches(tasks, batch_size):
         scores = learner.adapt(b).score_items(cand).numpy()  # (B, C)
-        B = scores.shape[0]
-        positives = np.zeros((B, len(cand)), dtype=bool)
-        exclude = np.zeros((B, len(cand)), dtype=bool)
-        for r in range(B):
-            s_items = b.s_item[r][b.s_mask[r] & (b.s_rating[r] > 0)].numpy()
-            q_items = b.q_item[r][b.q_mask[r] & (b.q_rating[r] > 0)].numpy()
-            s_pos, q_pos = pos_of[s_items], pos_of[q_items]
-            exclude[r, s_pos[s_pos >= 0]] = True
-            positives[r, q_pos[q_pos >= 0]] = True
-        positives &= ~exclude
+        exclude = _candidate_mask(b.s_item, b.s_mask & (b.s_rating > 0), pos_of, len(cand))  # (B, C)
+        positives = _candidate_mask(b.q_item, b.q_mask & (b.q_rating > 0), pos_of, len(cand)) & ~exclude
         ranks = M.ranks_from_scores(scores, positives, exclude)
         for name, fn in M.RANKING_METRICS.items():
             for k in ks:
