@@ -116,9 +116,11 @@ class FeatureMLP(Learner):
             return self._apply_lowrank(fast, x)
         return batched_call(self.head, fast, x).squeeze(-1)
 
-    def _adapt_fast(self, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
-        x_s = self.encoder.pair(batch.s_user, batch.s_item)  # (B, S, D)
+    def _adapt_fast(self, x_s: Tensor, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
+        """Adapt the head of every task of ``batch`` on its support set, whose features are x_s (B, S, D)."""
         if self.config.fast_path and self.config.inner.learn_lr != "per_param" and steps > 0:
+            if first_order:
+                return self._adapt_lowrank_fo(x_s, batch, steps)
             return self._adapt_lowrank(x_s, batch, steps, first_order)
         fast = expand_fast(self.fast_init(), len(batch))
 
@@ -167,14 +169,71 @@ class FeatureMLP(Learner):
                 state = {k: sgd_step(state[k], g, lr) for k, g in zip(names, grads[1:], strict=True)}
         return {**state, "C": c, "xs": xs_key}
 
+    def _adapt_lowrank_fo(self, x_s: Tensor, batch: TaskBatch, steps: int) -> dict[str, Tensor]:
+        """First-order ``_adapt_lowrank`` with a hand-written backward pass and no autograd in the loop.
+
+        In first order (FOMAML) every inner gradient is a constant of the outer graph, so after K steps the
+        fast weights are ``w0 - lr * G`` with ``G`` the detached sum of the K support gradients (and
+        ``C = lr * sum(delta)``). The loop computes those gradients for the ReLU MLP by hand under
+        ``no_grad`` (a few batched matmuls per layer, none of autograd's per-op bookkeeping); the outer
+        graph then only sees ``w0 - lr * G``, through which the query loss reaches the initialisation and a
+        learnable scalar rate (MetaCS) exactly as with autograd. Tests compare it with the autograd paths
+        and a hand-unrolled loop.
+        """
+        lr = self._lr()
+        lr_value = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
+        names = ["0.bias", *self._later()]
+        params = dict(self.head.named_parameters())
+        B = x_s.shape[0]
+        with torch.no_grad():
+            xs = x_s.detach()  # (B, S, D)
+            proj = xs @ params["0.weight"].T  # (B, S, H)
+            gram = torch.bmm(xs, xs.transpose(1, 2))  # (B, S, S)
+            w = {k: params[k].detach().expand(B, *params[k].shape).clone() for k in names}  # running weights
+            total = {k: torch.zeros_like(v) for k, v in w.items()}  # summed gradients G
+            delta_sum = proj.new_zeros(proj.shape)  # (B, S, H)
+            m = batch.s_mask.to(proj.dtype)
+            scale = m / m.sum(-1, keepdim=True).clamp_min(1.0)  # (B, S): d(task mean)/d(entry)
+            later = self._later()
+            hidden, (w_out, b_out) = later[:-2], later[-2:]  # per-task hidden layers; the output unit
+            for _ in range(steps):
+                z = [proj + w["0.bias"][:, None, :] - lr_value * torch.bmm(gram, delta_sum)]  # (B, S, H)
+                hs = []
+                for j in range(0, len(hidden), 2):
+                    hs.append(torch.relu(z[-1]))
+                    z.append(torch.baddbmm(w[hidden[j + 1]][:, None, :], hs[-1], w[hidden[j]].transpose(1, 2)))
+                hs.append(torch.relu(z[-1]))
+                pred = (hs[-1] * w[w_out]).sum(-1) + w[b_out]  # (B, S)
+                if self.loss_kind == "mse":
+                    d = 2.0 * (pred - batch.s_rating) * scale  # (B, S) d loss / d pred
+                elif self.loss_kind == "bce":
+                    d = (torch.sigmoid(pred) - batch.s_rating) * scale
+                else:
+                    raise ValueError(f"unknown loss {self.loss_kind!r}")
+                grads = {w_out: (d[..., None] * hs[-1]).sum(1, keepdim=True), b_out: d.sum(1, keepdim=True)}
+                dz = torch.ops.aten.threshold_backward(d[..., None] * w[w_out], z[-1], 0)  # (B, S, in) relu'
+                for j in range(len(hidden) - 2, -1, -2):
+                    wk, bk = hidden[j], hidden[j + 1]
+                    grads[wk] = torch.bmm(dz.transpose(1, 2), hs[j // 2])  # (B, out, in)
+                    grads[bk] = dz.sum(1)  # (B, out)
+                    dz = torch.ops.aten.threshold_backward(torch.bmm(dz, w[wk]), z[j // 2], 0)  # (B, S, in)
+                grads["0.bias"] = dz.sum(1)
+                delta_sum += dz
+                for k, g in grads.items():
+                    total[k] += g
+                    w[k].sub_(g, alpha=lr_value)
+        state = {k: params[k] - lr * total[k] for k in names}  # (B, ...): graph to w0 (and a learnt lr)
+        return {**state, "C": lr * delta_sum, "xs": xs}
+
     def _rest(self, state: dict[str, Tensor], z0: Tensor) -> Tensor:
         """Layers after the first, with per-task weights: z0 (B, N, H) pre-activations -> (B, N)."""
         h = z0
         later = self._later()
-        for j in range(0, len(later), 2):
+        for j in range(0, len(later) - 2, 2):
             w, b = state[later[j]], state[later[j + 1]]  # (B, out, in), (B, out)
             h = torch.baddbmm(b[:, None, :], torch.relu(h), w.transpose(1, 2))
-        return h.squeeze(-1)
+        w, b = state[later[-2]], state[later[-1]]  # (B, 1, in), (B, 1): the output unit
+        return (torch.relu(h) * w).sum(-1) + b  # (B, N); cheaper than a bmm with one output column
 
     def _apply_lowrank(self, state: dict[str, Tensor], x: Tensor) -> Tensor:
         """x (B, N, D) -> (B, N) through the adapted head of ``_adapt_lowrank``."""
@@ -194,13 +253,16 @@ class FeatureMLP(Learner):
             per = masked_task_loss(pred, target, mask, self.loss_kind) * m.sum(1)
             return per.sum() / m.sum()  # mean over interactions, like minibatch SGD on pooled data
         inner = self.config.inner
-        fast = self._adapt_fast(batch, inner.steps, inner.first_order)
-        x_q = self.encoder.pair(batch.q_user, batch.q_item)  # (B, Q, D)
+        S = batch.s_user.shape[1]
+        x = self.encoder.pair(torch.cat([batch.s_user, batch.q_user], 1), torch.cat([batch.s_item, batch.q_item], 1))
+        x_s, x_q = x[:, :S], x[:, S:]  # (B, S, D), (B, Q, D): one encoder pass for both sets
+        fast = self._adapt_fast(x_s, batch, inner.steps, inner.first_order)
         return masked_task_loss(self._head(fast, x_q), batch.q_rating, batch.q_mask, self.loss_kind).mean()
 
     def adapt(self, support: TaskBatch) -> Adapted:
         inner = self.config.inner
-        fast = self._adapt_fast(support, inner.steps, first_order=True)
+        x_s = self.encoder.pair(support.s_user, support.s_item)  # (B, S, D)
+        fast = self._adapt_fast(x_s, support, inner.steps, first_order=True)
         fast = {k: v.detach() for k, v in fast.items()}
         enc = self.encoder
         owners = support.owner
