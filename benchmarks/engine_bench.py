@@ -35,9 +35,11 @@ gradient clipping, in both engines. Meta-batches cycle over a fixed shuffle of t
     discards those gradients): (a) is, if anything, faster than the official code, so the speed-ups below
     are conservative.
 (b) metarec: ``loss = learner.meta_loss(collate(tasks))`` (all 32 tasks adapt at once: MeLU's default fast
-    path, ``FeatureMLP._adapt_lowrank``, an exact low-rank form of the first layer's adapted weights and
-    batched matmuls for the rest; the generic engine, ``metarec.engine.inner``, is ``torch.vmap`` of
-    ``functional_call`` over (B, ...) fast weights; both use ``autograd.grad(create_graph=not first_order)``),
+    path, ``FeatureMLP._adapt_lowrank``, an exact low-rank form of the first layer's adapted weights, batched
+    matmuls for the rest and the support gradients written out as differentiable ops, so the outer backward
+    goes through them (second order); in first order ``_adapt_lowrank_fo`` runs the same loop under
+    ``no_grad`` and hands the outer graph ``w0 - lr * sum(grads)``; the generic engine,
+    ``metarec.engine.inner``, is ``torch.vmap`` of ``functional_call`` with ``autograd.grad``),
     ``zero_grad``, ``backward``, ``Adam.step``. The
     ``collate`` of the Task objects into a padded ``TaskBatch`` is inside the timed step ((a) converts its
     arrays inside the timed step too).

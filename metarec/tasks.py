@@ -271,26 +271,27 @@ def collate(tasks: list[Task]) -> TaskBatch:
         raise MetarecError("cannot collate an empty list of tasks")
     S = max(1, max(t.n_support for t in tasks))
     Q = max(1, max(t.n_query for t in tasks))
-    B = len(tasks)
-
-    def pad(arrs, width, dtype):
-        out = np.zeros((B, width), dtype=dtype)
-        for b, a in enumerate(arrs):
-            out[b, : len(a)] = a
-        return torch.from_numpy(out)
 
     s_len = np.array([t.n_support for t in tasks])
     q_len = np.array([t.n_query for t in tasks])
+    s_mask = np.arange(S)[None, :] < s_len[:, None]  # (B, S)
+    q_mask = np.arange(Q)[None, :] < q_len[:, None]  # (B, Q)
+
+    def pad(arrs, mask, dtype):
+        out = np.zeros(mask.shape, dtype=dtype)
+        out[mask] = np.concatenate(arrs)  # row-major order of the mask = task by task, in order
+        return torch.from_numpy(out)
+
     return TaskBatch(
         owner=torch.tensor([t.owner for t in tasks], dtype=torch.long),
-        s_user=pad([t.s_user for t in tasks], S, np.int64),
-        s_item=pad([t.s_item for t in tasks], S, np.int64),
-        s_rating=pad([t.s_rating for t in tasks], S, np.float32),
-        s_mask=torch.from_numpy(np.arange(S)[None, :] < s_len[:, None]),
-        q_user=pad([t.q_user for t in tasks], Q, np.int64),
-        q_item=pad([t.q_item for t in tasks], Q, np.int64),
-        q_rating=pad([t.q_rating for t in tasks], Q, np.float32),
-        q_mask=torch.from_numpy(np.arange(Q)[None, :] < q_len[:, None]),
+        s_user=pad([t.s_user for t in tasks], s_mask, np.int64),
+        s_item=pad([t.s_item for t in tasks], s_mask, np.int64),
+        s_rating=pad([t.s_rating for t in tasks], s_mask, np.float32),
+        s_mask=torch.from_numpy(s_mask),
+        q_user=pad([t.q_user for t in tasks], q_mask, np.int64),
+        q_item=pad([t.q_item for t in tasks], q_mask, np.int64),
+        q_rating=pad([t.q_rating for t in tasks], q_mask, np.float32),
+        q_mask=torch.from_numpy(q_mask),
     )
 
 

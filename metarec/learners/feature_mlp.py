@@ -37,13 +37,21 @@ class FeatureMLPConfig:
 
 
 class FeatureEncoder(nn.Module):
-    """Side features -> dense vectors. user: (...,) ids -> (..., F_u * d); item: (...,) -> (..., 2d)."""
+    """Side features -> dense vectors. user: (...,) ids -> (..., F_u * d); item: (...,) -> (..., 2d).
+
+    One embedding table per field (``user_emb``, ``item_emb``); the forward pass looks all of an entity's
+    fields up at once in the concatenation of those tables (codes shifted by per-field offsets, kept in a
+    buffer), which is the same function with fewer, larger operations. Genres are a mean of genre vectors:
+    the multi-hot rows are normalised once, at construction.
+    """
 
     def __init__(self, ctx: Context, dim: int, item_id: bool = False):
         super().__init__()
-        self.register_buffer("user_codes", ctx.user_codes, persistent=False)
-        self.register_buffer("item_codes", ctx.item_codes, persistent=False)
-        self.register_buffer("item_genre", ctx.item_genre, persistent=False)
+        self.dim = dim
+        self.register_buffer("user_codes", _offset_codes(ctx.user_codes, ctx.user_cards), persistent=False)
+        self.register_buffer("item_codes", _offset_codes(ctx.item_codes, ctx.item_cards), persistent=False)
+        genre = ctx.item_genre.float()
+        self.register_buffer("item_genre", genre / genre.sum(-1, keepdim=True).clamp_min(1.0), persistent=False)
         self.user_emb = nn.ModuleList(nn.Embedding(c, dim) for c in ctx.user_cards)
         self.item_emb = nn.ModuleList(nn.Embedding(c, dim) for c in ctx.item_cards)
         self.genre = nn.Linear(ctx.item_genre.shape[1], dim, bias=False) if ctx.item_genre.shape[1] else None
@@ -54,22 +62,31 @@ class FeatureEncoder(nn.Module):
         self.user_dim = dim * len(ctx.user_cards)
         self.item_dim = dim * (len(ctx.item_cards) + (self.genre is not None) + (self.id_emb is not None))
 
+    @staticmethod
+    def _lookup(tables: nn.ModuleList, codes: Tensor) -> Tensor:
+        """codes (..., F) already offset into the concatenated tables -> (..., F * d)."""
+        weight = tables[0].weight if len(tables) == 1 else torch.cat([e.weight for e in tables])  # (sum c, d)
+        return nn.functional.embedding(codes, weight).flatten(-2)
+
     def user(self, users: Tensor) -> Tensor:
-        codes = self.user_codes[users]  # (..., F_u)
-        return torch.cat([e(codes[..., j]) for j, e in enumerate(self.user_emb)], -1)
+        return self._lookup(self.user_emb, self.user_codes[users])  # (..., F_u * d)
 
     def item(self, items: Tensor) -> Tensor:
-        codes = self.item_codes[items]  # (..., F_i)
-        parts = [e(codes[..., j]) for j, e in enumerate(self.item_emb)]
+        parts = [self._lookup(self.item_emb, self.item_codes[items])] if len(self.item_emb) else []
         if self.genre is not None:
-            g = self.item_genre[items]  # (..., G)
-            parts.append(self.genre(g) / g.sum(-1, keepdim=True).clamp_min(1.0))
+            parts.append(self.genre(self.item_genre[items]))  # (..., d): mean of the item's genre vectors
         if self.id_emb is not None:
             parts.append(self.id_emb(self.item_ids[items]))
-        return torch.cat(parts, -1)
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
     def pair(self, users: Tensor, items: Tensor) -> Tensor:
         return torch.cat([self.user(users), self.item(items)], -1)
+
+
+def _offset_codes(codes: Tensor, cards: list[int]) -> Tensor:
+    """(n, F) per-field codes -> codes into the row-wise concatenation of the F fields' tables."""
+    offsets = torch.tensor([0, *cards[:-1]], dtype=codes.dtype).cumsum(0) if cards else codes.new_zeros(0)
+    return codes + offsets
 
 
 def mlp(inp: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -121,7 +138,7 @@ class FeatureMLP(Learner):
         if self.config.fast_path and self.config.inner.learn_lr != "per_param" and steps > 0:
             if first_order:
                 return self._adapt_lowrank_fo(x_s, batch, steps)
-            return self._adapt_lowrank(x_s, batch, steps, first_order)
+            return self._adapt_lowrank(x_s, batch, steps)
         fast = expand_fast(self.fast_init(), len(batch))
 
         def support_loss(f):
@@ -134,96 +151,107 @@ class FeatureMLP(Learner):
         """Names of the head's parameters after its first layer ("2.weight", "2.bias", ...)."""
         return [k for k, _ in self.head.named_parameters()][2:]
 
-    def _adapt_lowrank(self, x_s: Tensor, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
-        """The same MAML inner loop as ``inner_loop`` over the head, without per-task copies of layer 1.
+    def _adapt_lowrank(self, x_s: Tensor, batch: TaskBatch, steps: int) -> dict[str, Tensor]:
+        """The same MAML inner loop as ``inner_loop`` over the head, without per-task copies of layer 1 and
+        with the support gradients written out by hand (``_support_grads``) instead of ``autograd.grad``.
 
         The first layer's input (the support embeddings x_s) is fixed during the inner loop, so each SGD
         step changes its weights by ``-lr * delta^T x_s``, delta (B, S, H) being the gradient of the support
         loss with respect to the layer's pre-activations. After any number of steps the task's weights are
         ``W0 - C^T x_s`` with ``C`` the lr-scaled sum of those deltas, and the layer's output on inputs x is
         ``x W0^T + b0 - (x x_s^T) C``: one shared matmul plus small (S x S) per-task products instead of
-        B copies of the (H x D) matrix. Exact (tests compare it with a hand-unrolled loop); the later layers
-        keep per-task weights (B, out, in) in batched matmuls. First order detaches the deltas and, as
-        FOMAML does, the x_s inside the weight change.
+        B copies of the (H x D) matrix. With inputs ``[x, 1]`` the bias update is part of the same term
+        (``gram + 1`` in the loop, ``b0 - sum(C)`` at the end). The later layers keep per-task weights
+        (B, out, in) in batched matmuls. Every operation is differentiable, so the query loss
+        back-propagates through the updates: true second order (tests: a hand-unrolled loop, finite
+        differences, the generic vmap engine).
         """
         lr = self._lr()
-        names = ["0.bias", *self._later()]
-        B = x_s.shape[0]
-        outer_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            state = expand_fast({k: v for k, v in self.head.named_parameters() if k in names}, B)
-            if not outer_graph:  # evaluation under no_grad: fresh leaves, as in inner_loop
-                state = {k: v.detach().requires_grad_(True) for k, v in state.items()}
-            xs_key = x_s.detach() if first_order else x_s
-            w0 = self.head[0].weight  # (H, D)
-            proj = x_s @ w0.T  # (B, S, H) shared first-layer projection
-            gram = torch.bmm(x_s, xs_key.transpose(1, 2))  # (B, S, S)
-            c = proj.new_zeros(proj.shape)  # (B, S, H)
-            for _ in range(steps):
-                z0 = proj + state["0.bias"][:, None, :] - torch.bmm(gram, c)  # (B, S, H)
-                pred = self._rest(state, z0)  # (B, S)
-                loss = masked_task_loss(pred, batch.s_rating, batch.s_mask, self.loss_kind)  # (B,)
-                grads = torch.autograd.grad(loss.sum(), [z0, *(state[k] for k in names)],
-                                            create_graph=not first_order)
-                c = sgd_step(c, grads[0], -lr)
-                state = {k: sgd_step(state[k], g, lr) for k, g in zip(names, grads[1:], strict=True)}
-        return {**state, "C": c, "xs": xs_key}
+        later = self._later()
+        w0, b0 = self.head[0].weight, self.head[0].bias  # (H, D), (H,)
+        state = expand_fast({k: v for k, v in self.head.named_parameters() if k in later}, x_s.shape[0])
+        z0_init = x_s @ w0.T + b0  # (B, S, H) shared first-layer projection
+        gram1 = torch.bmm(x_s, x_s.transpose(1, 2)) + 1.0  # (B, S, S)
+        scale, neg_target = self._support_scale(batch, z0_init.dtype)
+        c = z0_init.new_zeros(z0_init.shape)  # (B, S, H)
+        for _ in range(steps):
+            z0 = torch.baddbmm(z0_init, gram1, c, alpha=-1.0)  # (B, S, H)
+            grads, delta = self._support_grads(state, z0, scale, neg_target)
+            c = sgd_step(c, delta, -lr)
+            state = {k: sgd_step(state[k], grads[k], lr) for k in later}
+        state["0.bias"] = b0 - c.sum(1)  # (B, H)
+        return {**state, "C": c, "xs": x_s}
+
+    def _support_scale(self, batch: TaskBatch, dtype) -> tuple[Tensor, Tensor]:
+        """(B, S) factors with d(task loss)/d(pred) = pred' * scale + neg_target (pred' = sigmoid for bce)."""
+        m = batch.s_mask.to(dtype)
+        scale = m / m.sum(-1, keepdim=True).clamp_min(1.0)  # d(task mean)/d(entry)
+        if self.loss_kind == "mse":
+            scale = 2.0 * scale  # d (pred - y)^2 / d pred = 2 (pred - y)
+        elif self.loss_kind != "bce":  # bce with logits: d/d pred = sigmoid(pred) - y
+            raise ValueError(f"unknown loss {self.loss_kind!r}")
+        return scale, -batch.s_rating.to(dtype) * scale
+
+    def _support_grads(self, w: dict[str, Tensor], z0: Tensor, scale: Tensor, neg_target: Tensor):
+        """Forward and hand-written backward of the masked support loss through the layers after the first.
+
+        w: per-task weights of those layers, name -> (B, ...); z0 (B, S, H): first-layer pre-activations.
+        Returns (gradients of the summed task losses by name, delta = gradient w.r.t. z0 (B, S, H)). Only
+        differentiable out-of-place ops, so it serves the second-order loop (under autograd) and the
+        first-order one (under no_grad) alike.
+        """
+        later = self._later()
+        hidden, (w_out, b_out) = later[:-2], later[-2:]  # per-task hidden layers; the output unit
+        z, hs = [z0], []
+        for j in range(0, len(hidden), 2):
+            hs.append(torch.relu(z[-1]))
+            z.append(torch.baddbmm(w[hidden[j + 1]][:, None, :], hs[-1], w[hidden[j]].transpose(1, 2)))
+        hs.append(torch.relu(z[-1]))
+        pred = (hs[-1] * w[w_out]).sum(-1) + w[b_out]  # (B, S)
+        out = pred if self.loss_kind == "mse" else torch.sigmoid(pred)
+        d = torch.addcmul(neg_target, out, scale)  # (B, S) d loss / d pred
+        grads = {w_out: torch.bmm(d[:, None, :], hs[-1]), b_out: d.sum(1, keepdim=True)}  # (B, 1, in), (B, 1)
+        dz = torch.ops.aten.threshold_backward(d[..., None] * w[w_out], z[-1], 0)  # (B, S, in): relu'
+        for j in range(len(hidden) - 2, -1, -2):
+            wk, bk = hidden[j], hidden[j + 1]
+            grads[wk] = torch.bmm(dz.transpose(1, 2), hs[j // 2])  # (B, out, in)
+            grads[bk] = dz.sum(1)  # (B, out)
+            dz = torch.ops.aten.threshold_backward(torch.bmm(dz, w[wk]), z[j // 2], 0)  # (B, S, in)
+        return grads, dz
 
     def _adapt_lowrank_fo(self, x_s: Tensor, batch: TaskBatch, steps: int) -> dict[str, Tensor]:
-        """First-order ``_adapt_lowrank`` with a hand-written backward pass and no autograd in the loop.
+        """First-order ``_adapt_lowrank``: the loop runs under ``no_grad`` with in-place accumulation.
 
         In first order (FOMAML) every inner gradient is a constant of the outer graph, so after K steps the
         fast weights are ``w0 - lr * G`` with ``G`` the detached sum of the K support gradients (and
-        ``C = lr * sum(delta)``). The loop computes those gradients for the ReLU MLP by hand under
-        ``no_grad`` (a few batched matmuls per layer, none of autograd's per-op bookkeeping); the outer
-        graph then only sees ``w0 - lr * G``, through which the query loss reaches the initialisation and a
-        learnable scalar rate (MetaCS) exactly as with autograd. Tests compare it with the autograd paths
-        and a hand-unrolled loop.
+        ``C = lr * sum(delta)``, x_s detached in it as FOMAML does). The outer graph only sees
+        ``w0 - lr * G``, through which the query loss reaches the initialisation and a learnable scalar
+        rate (MetaCS) exactly as with autograd. Tests compare it with the autograd engine and a
+        hand-unrolled loop.
         """
         lr = self._lr()
         lr_value = float(lr.detach()) if isinstance(lr, Tensor) else float(lr)
-        names = ["0.bias", *self._later()]
+        later = self._later()
         params = dict(self.head.named_parameters())
         B = x_s.shape[0]
         with torch.no_grad():
             xs = x_s.detach()  # (B, S, D)
-            proj = xs @ params["0.weight"].T  # (B, S, H)
-            gram = torch.bmm(xs, xs.transpose(1, 2))  # (B, S, S)
-            w = {k: params[k].detach().expand(B, *params[k].shape).clone() for k in names}  # running weights
+            z0_init = xs @ params["0.weight"].T + params["0.bias"]  # (B, S, H)
+            gram1 = torch.bmm(xs, xs.transpose(1, 2)) + 1.0  # (B, S, S)
+            scale, neg_target = self._support_scale(batch, z0_init.dtype)
+            w = {k: params[k].detach().expand(B, *params[k].shape).clone() for k in later}  # running weights
             total = {k: torch.zeros_like(v) for k, v in w.items()}  # summed gradients G
-            delta_sum = proj.new_zeros(proj.shape)  # (B, S, H)
-            m = batch.s_mask.to(proj.dtype)
-            scale = m / m.sum(-1, keepdim=True).clamp_min(1.0)  # (B, S): d(task mean)/d(entry)
-            later = self._later()
-            hidden, (w_out, b_out) = later[:-2], later[-2:]  # per-task hidden layers; the output unit
+            delta_sum = torch.zeros_like(z0_init)  # (B, S, H)
             for _ in range(steps):
-                z = [proj + w["0.bias"][:, None, :] - lr_value * torch.bmm(gram, delta_sum)]  # (B, S, H)
-                hs = []
-                for j in range(0, len(hidden), 2):
-                    hs.append(torch.relu(z[-1]))
-                    z.append(torch.baddbmm(w[hidden[j + 1]][:, None, :], hs[-1], w[hidden[j]].transpose(1, 2)))
-                hs.append(torch.relu(z[-1]))
-                pred = (hs[-1] * w[w_out]).sum(-1) + w[b_out]  # (B, S)
-                if self.loss_kind == "mse":
-                    d = 2.0 * (pred - batch.s_rating) * scale  # (B, S) d loss / d pred
-                elif self.loss_kind == "bce":
-                    d = (torch.sigmoid(pred) - batch.s_rating) * scale
-                else:
-                    raise ValueError(f"unknown loss {self.loss_kind!r}")
-                grads = {w_out: (d[..., None] * hs[-1]).sum(1, keepdim=True), b_out: d.sum(1, keepdim=True)}
-                dz = torch.ops.aten.threshold_backward(d[..., None] * w[w_out], z[-1], 0)  # (B, S, in) relu'
-                for j in range(len(hidden) - 2, -1, -2):
-                    wk, bk = hidden[j], hidden[j + 1]
-                    grads[wk] = torch.bmm(dz.transpose(1, 2), hs[j // 2])  # (B, out, in)
-                    grads[bk] = dz.sum(1)  # (B, out)
-                    dz = torch.ops.aten.threshold_backward(torch.bmm(dz, w[wk]), z[j // 2], 0)  # (B, S, in)
-                grads["0.bias"] = dz.sum(1)
-                delta_sum += dz
-                for k, g in grads.items():
-                    total[k] += g
-                    w[k].sub_(g, alpha=lr_value)
-        state = {k: params[k] - lr * total[k] for k in names}  # (B, ...): graph to w0 (and a learnt lr)
-        return {**state, "C": lr * delta_sum, "xs": xs}
+                z0 = torch.baddbmm(z0_init, gram1, delta_sum, alpha=-lr_value)  # (B, S, H)
+                grads, delta = self._support_grads(w, z0, scale, neg_target)
+                delta_sum += delta
+                g = [grads[k] for k in later]
+                torch._foreach_add_([total[k] for k in later], g)
+                torch._foreach_add_([w[k] for k in later], g, alpha=-lr_value)
+        state = {k: sgd_step(params[k], total[k], lr) for k in later}  # w0 - lr * G, broadcast to (B, ...)
+        state["0.bias"] = sgd_step(params["0.bias"], delta_sum.sum(1), lr)  # (B, H)
+        return {**state, "C": delta_sum * lr, "xs": xs}
 
     def _rest(self, state: dict[str, Tensor], z0: Tensor) -> Tensor:
         """Layers after the first, with per-task weights: z0 (B, N, H) pre-activations -> (B, N)."""
@@ -253,9 +281,15 @@ class FeatureMLP(Learner):
             per = masked_task_loss(pred, target, mask, self.loss_kind) * m.sum(1)
             return per.sum() / m.sum()  # mean over interactions, like minibatch SGD on pooled data
         inner = self.config.inner
-        S = batch.s_user.shape[1]
-        x = self.encoder.pair(torch.cat([batch.s_user, batch.q_user], 1), torch.cat([batch.s_item, batch.q_item], 1))
-        x_s, x_q = x[:, :S], x[:, S:]  # (B, S, D), (B, Q, D): one encoder pass for both sets
+        if inner.first_order:  # the support features get no gradient in first order: no graph for them
+            with torch.no_grad():
+                x_s = self.encoder.pair(batch.s_user, batch.s_item)  # (B, S, D)
+            x_q = self.encoder.pair(batch.q_user, batch.q_item)  # (B, Q, D)
+        else:
+            S = batch.s_user.shape[1]
+            users, items = torch.cat([batch.s_user, batch.q_user], 1), torch.cat([batch.s_item, batch.q_item], 1)
+            x = self.encoder.pair(users, items)  # (B, S + Q, D)
+            x_s, x_q = x[:, :S], x[:, S:]  # (B, S, D), (B, Q, D): one encoder pass for both sets
         fast = self._adapt_fast(x_s, batch, inner.steps, inner.first_order)
         return masked_task_loss(self._head(fast, x_q), batch.q_rating, batch.q_mask, self.loss_kind).mean()
 
