@@ -28,14 +28,19 @@ def main() -> None:
              "by prediction, true rating as gain). Implicit view (rating >= 4 positive, 4 sampled negatives per "
              "positive for training): full ranking over all candidate items of the protocol, support items "
              "excluded. Findings on MeLU: [melu_investigation.md](melu_investigation.md).", "",
-             "Provenance: the explicit tables, the item-ID table, the rate selection, the adaptation measurement and "
-             "the support-size curve were produced with the code before commit 87de036, the ml-100k implicit "
-             "table at 9398d81. Two later changes alter the "
-             "numbers a rerun gives (not their meaning): MeLU's exact low-rank fast path (equal to the vmap engine "
-             "up to float32 rounding, which training amplifies) and the seeding fix (a learner's initialisation "
-             "used to depend on the learners run before it in the same `compare`; each record is reproducible "
-             "at its commit). The ml-1m implicit tables are not produced yet.", ""]
-    for path in sorted(root.glob("*.json")):
+             "Provenance: each record names the code it ran (`code` in its JSON, the commit; `+dirty` when the "
+             "working tree had uncommitted changes); records without it: the ml-1m explicit tables, the item-ID "
+             "table, the ml-100k user-cold explicit table, the rate selection, the adaptation measurement and the "
+             "support-size curve were produced before commit 87de036, the ml-100k user-cold implicit table at "
+             "9398d81, the other ml-100k states and the "
+             "cold-start tables at d37ce45 (the issue-4 learners then uncommitted, committed unchanged right "
+             "after). Later engine changes (MeLU's exact low-rank fast path, the seeding fix, hand-written "
+             "support gradients) give numbers equal up to float32 rounding, which training amplifies, so a rerun "
+             "at HEAD differs slightly from an older record. The ml-1m implicit tables are not produced yet.", "",
+             "Other protocols: the item warm-up tables of MetaEmb and MWUF are in [warmup/](warmup/), "
+             "s²Meta's scenario tables in [s2meta/](s2meta/), MML's sequential tables in [mml/](mml/).", ""]
+    paths = sorted(root.glob("*.json")) + sorted((root / "coldstart").glob("*.json"))
+    for path in paths:
         data = json.loads(path.read_text())
         if "results" not in data:
             continue
@@ -52,9 +57,10 @@ def main() -> None:
                 cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
             rows.append(cells + [len(rs)])
         seeds = sorted({r["seed"] for r in res})
-        parts += [f"## {first['dataset']}, {first['protocol']}, {first['view']} "
-                  f"([{path.stem}.md]({path.stem}.md))", "",
-                  f"{first['test']['tasks']} meta-test tasks, seeds {seeds}.", "",
+        rel = path.relative_to(root).with_suffix(".md").as_posix()
+        code = f" Code: {data['code']}." if "code" in data else ""
+        parts += [f"## {first['dataset']}, {first['protocol']}, {first['view']} ([{rel}]({rel}))", "",
+                  f"{first['test']['tasks']} meta-test tasks, seeds {seeds}.{code}", "",
                   markdown_table(["learner", *metrics, "seeds"], rows), ""]
     write_text(root / "README.md", "\n".join(parts))
     print(f"wrote {root / 'README.md'}")

@@ -84,7 +84,7 @@ def cmd_evaluate(args, extra) -> None:
 
 
 def cmd_compare(args, extra) -> None:
-    from metarec.io import write_json, write_text
+    from metarec.io import code_version, write_json, write_text
     from metarec.pipeline import make_config, prepare, train_and_evaluate
     from metarec.report import compare_table
 
@@ -107,10 +107,11 @@ def cmd_compare(args, extra) -> None:
     print(table)
     if args.out:
         stem = Path(args.out)
+        version = code_version()
         write_text(stem.with_suffix(".md"), f"# {args.dataset}, {args.protocol}, {args.view} view\n\n"
-                   f"Command: `{cmdline}`\n\nTest tasks (meta-test); mean ± std over seeds "
+                   f"Command: `{cmdline}` (code: {version})\n\nTest tasks (meta-test); mean ± std over seeds "
                    f"{', '.join(map(str, args.seeds))}; models selected on meta-valid.\n\n{table}\n")
-        write_json(stem.with_suffix(".json"), {"command": cmdline, "results": results})
+        write_json(stem.with_suffix(".json"), {"command": cmdline, "code": version, "results": results})
         print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
 
 
