@@ -7,10 +7,11 @@ Workload: real ml-100k user-cold meta-train tasks (split by time, seed 0, MeLU s
 interactions, 10 query), the view each learner's paper uses (explicit ratings + MSE, or implicit feedback
 with 4 sampled negatives per positive + BCE), each learner with its registered defaults. One timed step is
 ``collate`` of 32 tasks + ``meta_loss`` + ``backward`` + ``Adam.step`` (what ``fit`` does per meta-batch);
-figures are medians over repeats of tasks/s, after warm-up steps, with 2 threads. Peak memory: the growth
-of the process's peak RSS (VmHWM reset before) over the warm-up and timed steps. Adaptation: tasks/s of
-``adapt`` + full-ranking ``score_items`` over all candidate items, under ``no_grad``, meta-batches of 32.
-The CPU used by other processes during the timings is recorded: a contended figure is flagged.
+figures are medians over repeats of tasks/s, after warm-up steps, with 2 threads (``--threads``). Peak
+memory: the growth of the process's peak RSS (VmHWM reset before) over the warm-up and timed steps.
+Adaptation: tasks/s of ``adapt`` + full-ranking ``score_items`` over all candidate items, under
+``no_grad``, meta-batches of 32. The CPU used by other processes during the timings is recorded: a
+contended figure is flagged.
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ def main() -> None:
     ap.add_argument("--out-dir", default="docs/benchmarks")
     ap.add_argument("--learners", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--max-wait", type=float, default=60.0, help="seconds in all to wait for a quiet machine")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="torch threads (1 on a busy machine: two-thread kernels collapse under contention)")
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     repeats, steps = (2, 3) if args.quick else (5, 8)
     budget, preps, results = [args.max_wait], {}, []
     for name in args.learners:
@@ -124,6 +127,7 @@ def main() -> None:
               f"{r['adapt_rank_tasks_per_s']:8.1f} tasks/s  peak RSS +{r['peak_rss_delta_mib']:.1f} MiB"
               f"{'  (contended)' if r['contended'] else ''}")
     res = {"command": COMMAND + (" --quick" if args.quick else "") +
+           (f" --threads {args.threads}" if args.threads != THREADS else "") +
            (f" --learners {' '.join(args.learners)}" if args.learners != list(WORKLOADS) else ""),
            "machine": machine_info(), "meta_batch": META_BATCH, "repeats": repeats, "steps_per_repeat": steps,
            "results": results}
