@@ -41,14 +41,23 @@ def lower_is_better(metric: str) -> bool:
 
 def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cfg: TrainConfig,
         checkpoint: Path | None = None, progress: bool = True,
-        on_batch: Callable[[int, int], None] | None = None) -> dict:
+        on_batch: Callable[[int, int], None] | None = None, *,
+        collate_fn: Callable[[list[Task]], object] = collate,
+        batch_loss: Callable[[object, object], torch.Tensor] | None = None,
+        params: list[torch.nn.Parameter] | None = None) -> dict:
     """Meta-train ``learner`` on ``train_tasks``; select the epoch with the best ``valid_fn(learner)[select]``.
 
     Returns ``{"history": [...], "best_epoch": e, "best": metrics}``; the learner holds the best weights.
     ``on_batch(epoch, step)`` is a hook called after every optimiser step (tests use it to simulate a crash).
+    Every model family uses this loop: ``collate_fn`` turns a list of tasks into a batch (default: the padded
+    ``TaskBatch``), ``batch_loss(learner, batch)`` is the loss to minimise (default ``learner.meta_loss``) and
+    ``params`` the parameters to optimise (default: all trainable ones).
     """
+    if not train_tasks:
+        raise MetarecError("no training tasks")
     torch.manual_seed(cfg.seed)
-    params = [p for p in learner.parameters() if p.requires_grad]
+    batch_loss = batch_loss or (lambda model, batch: model.meta_loss(batch))
+    params = [p for p in (params if params is not None else learner.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sign = 1.0 if lower_is_better(cfg.select) else -1.0
     state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": []}
@@ -69,8 +78,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         losses = []
         bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for step in bar:
-            batch = collate([train_tasks[j] for j in order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]])
-            loss = learner.meta_loss(batch)
+            batch = collate_fn([train_tasks[j] for j in order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]])
+            loss = batch_loss(learner, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip > 0:

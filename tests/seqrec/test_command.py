@@ -1,0 +1,67 @@
+"""``metarec seqrec`` end to end on the tiny synthetic log (a few seconds), and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from metarec.cli import main
+from metarec.seqrec.command import METHODS, SeqMethodSpec
+from tests.conftest import synthetic_frames, write_atomic
+
+ARGS = ["--seeds", "0", "--quick", "--quiet", "--runs-dir", "", "--n-support", "5", "--n-query", "3",
+        "--max-len", "12"]
+
+
+def _tiny_dir(tmp_path):
+    inter, users, items = synthetic_frames()
+    write_atomic(tmp_path / "tiny", "tiny", inter, users, items)
+    return str(tmp_path / "tiny")
+
+
+def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
+    out = tmp_path / "res" / "tiny"
+    rc = main(["seqrec", "--dataset", _tiny_dir(tmp_path), "--methods", "sasrec", "ptft@model.finetune.steps=1",
+               "--out", str(out), *ARGS, "--model.sasrec.dim=16", "--model.sasrec.inner=16"])
+    assert rc == 0
+    md = out.with_suffix(".md").read_text()
+    assert "| sasrec" in md and "ptft@model.finetune.steps=1" in md and "recall@10" in md
+    blob = json.loads(out.with_suffix(".json").read_text())
+    assert [r["method"] for r in blob["results"]] == ["sasrec", "ptft@model.finetune.steps=1"]
+    assert blob["protocol"]["new_users"] > 0 and 0 <= blob["results"][0]["test"]["ndcg@10"] <= 1
+    # PT-FT reused the sasrec pre-training of the same seed and chose its rate on meta-valid
+    assert blob["results"][1]["best_epoch"] == blob["results"][0]["best_epoch"]
+    assert set(blob["results"][1]["finetune_lr_selection"]) == {"0.001", "0.01", "0.1", "1.0"}
+
+
+def test_registry_is_extensible(tmp_path):
+    calls = []
+
+    def run(data, seed, out_dir=None, progress=True, overrides=None, cache=None):
+        calls.append((len(data.test), seed))
+        return {"method": "dummy", "seed": seed, "test": {f"{m}@{k}": 0.5 for m in ("recall", "mrr", "ndcg")
+                                                          for k in (5, 10, 20)}, "train_seconds": 0.0}
+
+    METHODS["dummy"] = SeqMethodSpec("dummy", run, "a test method")
+    d = _tiny_dir(tmp_path)
+    try:
+        for seed in ("0", "1"):  # one process per seed, then one merged table
+            args = ["seqrec", "--dataset", d, "--methods", "dummy", *ARGS, "--seeds", seed,
+                    "--out", str(tmp_path / f"s{seed}")]
+            assert main(args) == 0
+        assert [c[1] for c in calls] == [0, 1]
+        assert main(["seqrec", "--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"),
+                     "--out", str(tmp_path / "all")]) == 0
+        blob = json.loads((tmp_path / "all.json").read_text())
+        assert [r["seed"] for r in blob["results"]] == [0, 1] and "| dummy  | 2 " in (tmp_path / "all.md").read_text()
+    finally:
+        METHODS.pop("dummy")
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    d = _tiny_dir(tmp_path)
+    assert main(["seqrec", "--dataset", d, "--methods", "nosuch", *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metarec: error: unknown method") and "\n" not in err
+    assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--train.epochs=abc"]) == 2
+    assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--bogus.x=1"]) == 2
+    assert main(["seqrec", "--dataset", d, *ARGS, "--methods", "sasrec", "--n-support", "1"]) == 2
