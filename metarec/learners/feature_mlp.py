@@ -135,7 +135,7 @@ class FeatureMLP(Learner):
 
     def _adapt_fast(self, x_s: Tensor, batch: TaskBatch, steps: int, first_order: bool) -> dict[str, Tensor]:
         """Adapt the head of every task of ``batch`` on its support set, whose features are x_s (B, S, D)."""
-        if self.config.fast_path and self.config.inner.learn_lr != "per_param" and steps > 0:
+        if self.config.fast_path and self.config.inner.learn_lr != "per_param" and steps > 0 and self.config.hidden:
             if first_order:
                 return self._adapt_lowrank_fo(x_s, batch, steps)
             return self._adapt_lowrank(x_s, batch, steps)

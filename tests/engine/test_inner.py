@@ -180,7 +180,7 @@ def test_adapt_changes_predictions_and_matches_meta_loss_forward(prep, fast_path
     assert torch.allclose(full, pair)
 
 
-@pytest.mark.parametrize("hidden", [(8, 8), (8,), (8, 6, 4)])
+@pytest.mark.parametrize("hidden", [(8, 8), (8,), (8, 6, 4), ()])
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_lowrank_and_vmap_paths_agree(prep, first_order, loss, hidden):
