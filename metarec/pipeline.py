@@ -135,7 +135,8 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     ev = evaluator(run, prep)
     t0 = time.perf_counter()
     pooled = getattr(learner_cfg, "train_mode", "maml") == "pooled"
-    key = repr((asdict(run.train), asdict(replace(learner_cfg, inner=None)))) if pooled else None
+    shared = replace(learner_cfg, inner=None) if hasattr(learner_cfg, "inner") else learner_cfg  # not the fine-tuning
+    key = repr((asdict(run.train), asdict(shared))) if pooled else None
     if pretrained is not None and key in pretrained:
         state, fitted = pretrained[key]
         learner.load_state_dict(state)

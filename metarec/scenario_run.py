@@ -23,6 +23,7 @@ samples, scenario-only users, embeddings and initialisation.
 from __future__ import annotations
 
 import itertools
+import shlex
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -321,7 +322,7 @@ def cmd_compare(args, extra) -> None:
                 write_json(Path(args.out).with_suffix(".partial.json"), {"results": results})
     print(summary_table(results))
     if args.out:
-        cmdline = "metarec " + " ".join(args.argv)
+        cmdline = "metarec " + shlex.join(args.argv)
         write_tables(Path(args.out), [cmdline], results)
         Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
 
@@ -360,7 +361,7 @@ def cmd_merge(args, extra) -> None:
         results.sort(key=lambda r: (order[r["label"]], r["seed"]))
     if not results:
         raise MetarecError("no results to merge")
-    commands.append("metarec " + " ".join(args.argv))
+    commands.append("metarec " + shlex.join(args.argv))
     write_tables(Path(args.out), commands, results, args.title)
 
 
@@ -437,7 +438,7 @@ def cmd_trace(args, extra) -> None:
     out = Path(args.out)
     plot_learning_process(proc, out.with_suffix(".png"), f"s²Meta learning process on {run.dataset} (seed "
                           f"{run.scenarios.seed}), meta-test scenario {proc['scenario']}")
-    write_json(out.with_suffix(".json"), {"command": "metarec " + " ".join(args.argv), **proc})
+    write_json(out.with_suffix(".json"), {"command": "metarec " + shlex.join(args.argv), **proc})
     print(f"{proc['scenario']}: {proc['steps']} steps, test Recall@20 {proc['recall@20'][0]:.4f} -> "
           f"{proc['recall@20'][-1]:.4f}; wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
 

@@ -9,8 +9,9 @@ their weights, the output layer being their output weights concatenated and halv
 trained again. Trained on pooled interactions (``train_mode="pooled"``): in the scenario protocol every
 training interaction of every scenario and of the source domain ("we train a single model on all the
 scenarios"), with sampled negatives and binary cross-entropy; in the user-cold pipeline the pooled
-meta-train interactions (``bce`` in the implicit view, ``mse`` on ratings). No adaptation: the support set
-of a task is not used (its interactions are in the training pool of the scenario protocol).
+meta-train interactions (``bce`` in the implicit view, ``mse`` on ratings), without the pretraining stage
+(only ``metarec scenario`` runs :func:`fit_neumf`); there a new user's ID embedding is untrained. No adaptation:
+the support set of a task is not used (its interactions are in the training pool of the scenario protocol).
 
 Open choices: Adam for every stage (NCF uses SGD after pretraining), the library's outer loop with model
 selection on meta-valid for each stage; item ids never seen in training keep their random embedding.
@@ -38,6 +39,7 @@ class NeuMFConfig:
     pretrain: bool = True  # fit_neumf: pretrain GMF and MLP first
     train_mode: str = "pooled"
     loss: str = "mse"  # the pipelines switch to "bce" for implicit feedback
+    inner: None = None  # no inner loop; the field lets pipeline.train_and_evaluate key its pooled pretraining
 
     def __post_init__(self):
         if self.component not in ("neumf", "gmf", "mlp"):
