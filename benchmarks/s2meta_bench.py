@@ -19,15 +19,18 @@ the meta-test scenarios (adaptation + ranking of every scenario item for every t
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_bench import PeakRSS  # noqa: E402  (one peak-RSS meter for every benchmark)
 
 from metarec.io import write_json, write_text
 from metarec.learners.s2meta import S2Meta, S2MetaConfig
@@ -35,40 +38,6 @@ from metarec.report import markdown_table
 from metarec.scenario_run import make_run, prepare
 from metarec.scenarios import evaluate_scenarios
 from metarec.tasks import collate
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class PeakRSS:
-    def __enter__(self):
-        _trim()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-        self.before = _status_kb("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = _status_kb("VmHWM")
-        return False
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.before) / 1024
 
 
 def bench_training(prep, cfg: S2MetaConfig, meta_batch: int, steps: int) -> dict:
@@ -96,7 +65,7 @@ def bench_training(prep, cfg: S2MetaConfig, meta_batch: int, steps: int) -> dict
             inner.append(step(b))
         wall = time.perf_counter() - t0
     return {"meta_batch": meta_batch, "steps": steps, "seconds": wall, "scenarios_per_s": steps * meta_batch / wall,
-            "mean_inner_steps": sum(inner) / len(inner), "peak_rss_delta_mib": mem.delta_mib,
+            "mean_inner_steps": sum(inner) / len(inner), "peak_rss_delta_mib": mem.result()["peak_delta_mib"],
             "hwm_reset": mem.reset, "coordinates": sum(int(torch.tensor(s).prod()) for s in learner.shapes.values())}
 
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from metarec.engine.inner import masked_task_loss
 from metarec.errors import MetarecError
 from metarec.learners.base import Context
+from metarec.learners.feature_mlp import mlp
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,6 @@ class WarmUpdate:
 
     lr: float = 0.1
     steps: int = 1
-
-
-def _mlp(inp: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    layers, d = [], inp
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU()]
-        d = h
-    layers.append(nn.Linear(d, 1))
-    return nn.Sequential(*layers)
 
 
 class DeepFM(nn.Module):
@@ -97,7 +89,7 @@ class DeepFM(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
         self.n_item_side = len(ctx.item_cards) + (self.genre is not None)  # item fields besides the ID
         self.n_fields = 2 + len(ctx.user_cards) + self.n_item_side
-        self.mlp = _mlp(self.n_fields * d, tuple(cfg.hidden))
+        self.mlp = mlp(self.n_fields * d, tuple(cfg.hidden))
         for m in self.modules():
             if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=cfg.init_std)
