@@ -108,9 +108,12 @@ def cmd_compare(args, extra) -> None:
     if args.out:
         stem = Path(args.out)
         version = code_version()
+        seeds = ", ".join(map(str, args.seeds))
+        valid = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
+                 f"\n\n{compare_table(results, 'valid')}\n") if args.valid else ""
         write_text(stem.with_suffix(".md"), f"# {args.dataset}, {args.protocol}, {args.view} view\n\n"
                    f"Command: `{cmdline}` (code: {version})\n\nTest tasks (meta-test); mean ± std over seeds "
-                   f"{', '.join(map(str, args.seeds))}; models selected on meta-valid.\n\n{table}\n")
+                   f"{seeds}; models selected on meta-valid.\n\n{table}\n{valid}")
         write_json(stem.with_suffix(".json"), {"command": cmdline, "code": version, "results": results})
         print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
 
@@ -186,7 +189,7 @@ def cmd_learners(args, extra) -> None:
 def cmd_demo(args, extra) -> None:
     """The main job: MeLU and the baselines on ml-100k user-cold, one seed, printed as a table."""
     ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
-                            view="explicit", config=None, quiet=True, out=None, argv=[])
+                            view="explicit", config=None, quiet=True, out=None, valid=False, argv=[])
     cmd_compare(ns, ["--train.epochs=20", "--train.patience=4", *extra])
 
 
@@ -211,6 +214,8 @@ def register(sub) -> None:
     s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON")
     _add_run_args(s, many=True)
     s.add_argument("--out", help="write OUT.md and OUT.json")
+    s.add_argument("--valid", action="store_true",
+                   help="also tabulate the meta-valid metrics (for selection runs: choose on these, not on test)")
     s.set_defaults(func=cmd_compare, takes_overrides=True)
 
     s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG")

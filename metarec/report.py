@@ -39,17 +39,18 @@ def split_rows(ds: Dataset, split: Split, task_cfg: TaskConfig) -> tuple[list[st
     return header, rows
 
 
-def compare_table(results: list[dict]) -> str:
-    """Mean ± std over seeds of each learner's test metrics (rows: learners in first-seen order)."""
+def compare_table(results: list[dict], part: str = "test") -> str:
+    """Mean ± std over seeds of each learner's ``part`` metrics, "test" (meta-test) or "valid" (meta-valid, the
+    selection data) (rows: learners in first-seen order)."""
     learners = list(dict.fromkeys(r.get("label", r["learner"]) for r in results))
-    metrics = [k for k in results[0]["test"] if k != "tasks"]
+    metrics = [k for k in results[0][part] if k not in ("tasks", "epoch", "train_loss")]
     rows = []
     for name in learners:
         rs = [r for r in results if r.get("label", r["learner"]) == name]
         cells = [name, len(rs)]
         for m in metrics:
-            v = np.array([r["test"][m] for r in rs], dtype=float)
+            v = np.array([r[part][m] for r in rs], dtype=float)
             cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-        cells.append(rs[0]["test"]["tasks"])
+        cells.append(rs[0][part]["tasks"])
         rows.append(cells)
-    return markdown_table(["learner", "seeds", *metrics, "test tasks"], rows)
+    return markdown_table(["learner", "seeds", *metrics, f"{part} tasks"], rows)

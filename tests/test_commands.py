@@ -46,6 +46,17 @@ def test_compare_writes_markdown_and_json(data_dir, tmp_path, capsys):
     assert all(r["learner_config"]["inner"]["lr"] == 0.01 for r in melu)
 
 
+def test_compare_valid_table_reports_the_selection_data(data_dir, tmp_path, capsys):
+    stem = tmp_path / "sel"
+    assert main(["compare", "--dataset", data_dir, "--learners", "bias", "--seeds", "0", "--valid",
+                 "--out", str(stem), *FAST]) == 0, capsys.readouterr().err
+    md = stem.with_suffix(".md").read_text()
+    test_part, valid_part = md.split("Meta-valid tasks")
+    res = json.loads(stem.with_suffix(".json").read_text())["results"][0]
+    assert f"{res['test']['rmse']:.4f}" in test_part and f"{res['valid']['rmse']:.4f}" in valid_part
+    assert f"| {res['valid']['tasks']}" in valid_part and "valid tasks" in valid_part
+
+
 def test_curve_writes_a_png(data_dir, tmp_path):
     stem = tmp_path / "curve"
     assert main(["curve", "--dataset", data_dir, "--learners", "bias", "noadapt", "--seeds", "0", "--ks", "1", "3",
