@@ -235,25 +235,20 @@ def _logit(q: float) -> float:
 # ------------------------------------------------------------------------------------------- learner
 
 
-class S2Meta(Learner):
-    name = "s2meta"
+class ScenarioRecommender(Learner):
+    """What s²Meta and the FT baseline share: the fixed pretrained user and item embeddings (buffers, set once
+    by ``set_embeddings``), the recommender's parameter shapes, and scoring / hinge loss under per-task
+    parameters theta. ``config`` needs ``emb_dim``, ``arch`` and ``margin``."""
+
     loss_kind = "hinge"
 
-    def __init__(self, ctx: Context, config: S2MetaConfig):
+    def __init__(self, ctx: Context, config):
         super().__init__(ctx, config)
         d = config.emb_dim
         self.register_buffer("user_emb", torch.zeros(ctx.n_users, d))
         self.register_buffer("item_emb", torch.zeros(ctx.n_items, d))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.shapes = recommender_shapes(config.arch, d)
-        if config.init == "learned":
-            init = default_init(self.shapes, 1)
-            self.omega_r = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v[0]) for k, v in init.items()})
-        if config.update == "lstm":
-            self.updater = UpdateController(list(self.shapes), config.update_hidden, config.p, config.input_gate,
-                                            config.forget_gate)
-        if config.stop == "learned":
-            self.stopper = StopController(config.stop_hidden, config.p, config.stop_bias)
 
     def set_embeddings(self, users: Tensor, items: Tensor) -> None:
         """The pretrained (fixed) embedding matrices U (n_users, d) and I (n_items, d)."""
@@ -269,7 +264,6 @@ class S2Meta(Learner):
             raise MetarecError(f"{self.name} runs on scenario tasks with pretrained embeddings: use "
                                f"`metarec scenario train --learner {self.name}`")
 
-    # --- pieces ------------------------------------------------------------------------------------------
     def score_pairs(self, theta: dict[str, Tensor], users: Tensor, items: Tensor) -> Tensor:
         """users, items (B, N) -> (B, N) under per-task parameters theta."""
         return recommend(self.config.arch, theta, self.user_emb[users], self.item_emb[items])
@@ -278,6 +272,22 @@ class S2Meta(Learner):
         return pair_hinge(self.config.arch, theta, self.user_emb, self.item_emb, users, pos, neg, mask,
                           self.config.margin)
 
+
+class S2Meta(ScenarioRecommender):
+    name = "s2meta"
+
+    def __init__(self, ctx: Context, config: S2MetaConfig):
+        super().__init__(ctx, config)
+        if config.init == "learned":
+            init = default_init(self.shapes, 1)
+            self.omega_r = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v[0]) for k, v in init.items()})
+        if config.update == "lstm":
+            self.updater = UpdateController(list(self.shapes), config.update_hidden, config.p, config.input_gate,
+                                            config.forget_gate)
+        if config.stop == "learned":
+            self.stopper = StopController(config.stop_hidden, config.p, config.stop_bias)
+
+    # --- pieces ------------------------------------------------------------------------------------------
     def _initial(self, B: int, gens: list[torch.Generator] | None) -> dict[str, Tensor]:
         if self.config.init == "learned":
             return {k: self.omega_r[k.replace(".", "_")].unsqueeze(0).expand(B, *s) for k, s in self.shapes.items()}

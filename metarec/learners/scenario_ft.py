@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from metarec.errors import MetarecError
-from metarec.learners.base import Adapted, Context, Learner
-from metarec.learners.s2meta import ARCHS, default_init, pair_hinge, recommend, recommender_shapes
+from metarec.learners.base import Adapted, Context
+from metarec.learners.s2meta import ARCHS, ScenarioRecommender, default_init
 from metarec.scenarios import split_triples
 from metarec.tasks import TaskBatch
 
@@ -46,17 +46,11 @@ def _negatives_per_positive(rating: Tensor, mask: Tensor) -> int:
     return max(1, int((n_neg // n_pos.clamp_min(1)).min()))
 
 
-class ScenarioFT(Learner):
+class ScenarioFT(ScenarioRecommender):
     name = "scenario-ft"
-    loss_kind = "hinge"
 
     def __init__(self, ctx: Context, config: ScenarioFTConfig):
         super().__init__(ctx, config)
-        d = config.emb_dim
-        self.register_buffer("user_emb", torch.zeros(ctx.n_users, d))
-        self.register_buffer("item_emb", torch.zeros(ctx.n_items, d))
-        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
-        self.shapes = recommender_shapes(config.arch, d)
         init = default_init(self.shapes, 1)
         self.params = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v[0]) for k, v in init.items()})
 
@@ -64,27 +58,17 @@ class ScenarioFT(Learner):
     def adapt_grid(self) -> dict:
         return {"steps": self.config.grid_steps, "lr": self.config.grid_lr}
 
-    def set_embeddings(self, users: Tensor, items: Tensor) -> None:
-        self.user_emb.copy_(users)
-        self.item_emb.copy_(items)
-        self.ready.fill_(True)
-
     def _theta(self, B: int) -> dict[str, Tensor]:
         return {k: self.params[k.replace(".", "_")].unsqueeze(0).expand(B, *s) for k, s in self.shapes.items()}
 
-    def _loss(self, theta, users, pos, neg, mask) -> Tensor:
-        return pair_hinge(self.config.arch, theta, self.user_emb, self.item_emb, users, pos, neg, mask,
-                          self.config.margin)
-
     def meta_loss(self, batch: TaskBatch) -> Tensor:
         """Pooled training: the mean hinge loss over every (u, i, i⁻) of the chunks in ``batch`` (support)."""
-        if not bool(self.ready):
-            raise MetarecError("scenario-ft needs pretrained embeddings: use `metarec scenario train`")
+        self._check_ready()
         K = _negatives_per_positive(batch.s_rating, batch.s_mask)
         u, i, j, m = split_triples(batch.s_user, batch.s_item, batch.s_rating, batch.s_mask, K)  # (B, P[, K])
         B, P = u.shape
         flat = [x[..., None].expand(B, P, K).reshape(B, P * K) for x in (u, i, m)]
-        loss = self._loss(self._theta(B), flat[0], flat[1], j.reshape(B, P * K), flat[2])  # (B,)
+        loss = self._hinge(self._theta(B), flat[0], flat[1], j.reshape(B, P * K), flat[2])  # (B,)
         w = m.sum(1).to(loss.dtype)
         return (loss * w).sum() / w.sum().clamp_min(1.0)
 
@@ -96,13 +80,13 @@ class ScenarioFT(Learner):
         for t in range(cfg.steps):
             with torch.enable_grad():
                 th = {k: v.requires_grad_(True) for k, v in theta.items()}
-                loss = self._loss(th, u, i, j[:, :, t % K], m)  # (B,)
+                loss = self._hinge(th, u, i, j[:, :, t % K], m)  # (B,)
                 grads = torch.autograd.grad(loss.sum(), list(th.values()))
             theta = {k: (v - cfg.lr * g).detach() for (k, v), g in zip(th.items(), grads, strict=True)}
         owners = support.owner
 
         def score(users: Tensor, items: Tensor) -> Tensor:
-            return recommend(cfg.arch, theta, self.user_emb[users], self.item_emb[items])
+            return self.score_pairs(theta, users, items)
 
         def score_items(items: Tensor) -> Tensor:
             raise MetarecError("scenario tasks are owned by scenarios, not users: score (user, item) pairs")
