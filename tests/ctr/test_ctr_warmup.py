@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.ctr.backbone import DeepFM, WarmUpdate, fit_backbone
+from metarec.ctr.backbone import WarmUpdate
 from metarec.ctr.warmup import (
     PHASES,
     MeanInit,
@@ -14,12 +14,11 @@ from metarec.ctr.warmup import (
     evaluate_test,
     item_tasks,
     make_warmup_split,
-    prepare_warmup,
     run_protocol,
 )
 from metarec.data.types import to_implicit
 from metarec.errors import MetarecError
-from tests.ctr.warmup_data import BCFG, WCFG, warmup_dataset
+from tests.ctr.warmup_data import BCFG, WCFG, trained_backbone, warmup_dataset
 
 
 def test_split_old_new_and_time_ordered_warmup_batches():
@@ -72,12 +71,7 @@ def test_item_tasks_are_disjoint_k_pairs_of_one_item():
 
 @pytest.fixture(scope="module")
 def trained():
-    data = prepare_warmup(warmup_dataset(), WCFG)
-    torch.manual_seed(0)
-    bb = DeepFM(data.ctx, BCFG)
-    b = data.split.base
-    fit_backbone(bb, b["user"].to_numpy(), b["item"].to_numpy(), b["label"].to_numpy(), BCFG, 0, progress=False)
-    return data, bb
+    return trained_backbone()
 
 
 def test_protocol_updates_only_new_item_vectors(trained):

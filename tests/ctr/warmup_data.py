@@ -1,9 +1,12 @@
-"""A tiny explicit log with enough interactions per item for the warm-up protocol, and tiny configs."""
+"""A tiny explicit log with enough interactions per item for the warm-up protocol, tiny configs, and a backbone
+trained on its base split."""
 
 from __future__ import annotations
 
-from metarec.ctr.backbone import BackboneConfig, WarmUpdate
-from metarec.ctr.warmup import WarmupConfig
+import torch
+
+from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, fit_backbone
+from metarec.ctr.warmup import WarmupConfig, prepare_warmup
 from metarec.data.loaders import build_dataset
 from tests.conftest import synthetic_frames
 
@@ -19,3 +22,13 @@ def warmup_frames():
 
 def warmup_dataset():
     return build_dataset("tiny-warmup", *warmup_frames())
+
+
+def trained_backbone():
+    """The prepared warm-up data and a DeepFM (seed 0) trained on its base split (old items only)."""
+    data = prepare_warmup(warmup_dataset(), WCFG)
+    torch.manual_seed(0)
+    bb = DeepFM(data.ctx, BCFG)
+    b = data.split.base
+    fit_backbone(bb, b["user"].to_numpy(), b["item"].to_numpy(), b["label"].to_numpy(), BCFG, 0, progress=False)
+    return data, bb

@@ -7,15 +7,7 @@ from metarec.config import apply_overrides
 from metarec.engine.train import TrainConfig, fit
 from metarec.learners.base import load_learner
 from metarec.learners.registry import LEARNERS
-from metarec.pipeline import RunConfig, prepare
-from metarec.splits import SplitConfig
-from metarec.tasks import TaskConfig, collate
-
-
-@pytest.fixture
-def prep(tiny_dataset):
-    run = RunConfig(split=SplitConfig(protocol="user-cold", by="random"), tasks=TaskConfig(min_inter=14))
-    return prepare(run, tiny_dataset)
+from metarec.tasks import collate
 
 
 def _learner(prep, name):

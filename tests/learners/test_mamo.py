@@ -13,28 +13,16 @@ from metarec.engine.train import TrainConfig, fit
 from metarec.evaluation.evaluate import evaluate_rating
 from metarec.learners.base import load_learner
 from metarec.learners.mamo import MAMO, MAMOConfig
-from metarec.pipeline import RunConfig, make_config, prepare, train_and_evaluate
-from metarec.splits import SplitConfig
-from metarec.tasks import Task, TaskConfig, collate
+from metarec.tasks import Task, collate
+from tests.learners.common import as_double, assert_end_to_end, assert_same_predictions
 
 CFG = MAMOConfig(emb_dim=4, inner=InnerConfig(steps=2, lr=0.05))
-
-
-@pytest.fixture
-def prep(tiny_dataset):
-    run = RunConfig(split=SplitConfig(protocol="user-cold", by="random"), tasks=TaskConfig(min_inter=14))
-    return prepare(run, tiny_dataset)
 
 
 def make(prep, cfg=CFG, double=True):
     torch.manual_seed(0)
     m = MAMO(prep.ctx, cfg)
     return m.double() if double else m
-
-
-def as_double(b):
-    b.s_rating, b.q_rating = b.s_rating.double(), b.q_rating.double()
-    return b
 
 
 def ragged(prep, n=5):
@@ -187,23 +175,9 @@ def test_fit_lowers_the_loss_and_save_load_round_trips(prep, tmp_path):
     back, _ = load_learner(tmp_path / "m.pt")
     for k, v in m.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
-    b = collate(prep.test)
-    items = torch.arange(prep.ctx.n_items)
-    with torch.no_grad():
-        assert torch.equal(m.adapt(b).score(b.q_user, b.q_item), back.adapt(b).score(b.q_user, b.q_item))
-        assert torch.equal(m.adapt(b).score_items(items), back.adapt(b).score_items(items))
+    assert_same_predictions(m, back, prep)
 
 
 @pytest.mark.parametrize("view", ["explicit", "implicit"])
 def test_end_to_end(tiny_dataset, view, tmp_path):
-    over = {"train.epochs": 1, "split.by": "random", "tasks.min_inter": 6 if view == "implicit" else 14,
-            "learner.emb_dim": 4, "learner.inner.steps": 1}
-    if view == "implicit":
-        over["threshold"] = 3
-    run, lcfg = make_config("mamo", "tiny", "user-cold", 0, view, over)
-    assert lcfg.loss == ("bce" if view == "implicit" else "mse")
-    res = train_and_evaluate(run, lcfg, out_dir=tmp_path, progress=False, prep=prepare(run, tiny_dataset))
-    assert res["test"]["tasks"] > 0
-    assert ("rmse" if view == "explicit" else "ndcg@10") in res["test"]
-    back, _ = load_learner(tmp_path / "model.pt")
-    assert back.name == "mamo" and back.config == lcfg
+    assert_end_to_end("mamo", tiny_dataset, view, tmp_path, {"emb_dim": 4, "inner.steps": 1})

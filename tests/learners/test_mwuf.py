@@ -4,23 +4,18 @@ import pytest
 import torch
 
 from metarec.cli import main
-from metarec.ctr.backbone import DeepFM, fit_backbone
-from metarec.ctr.warmup import item_tasks, prepare_warmup
+from metarec.ctr.warmup import item_tasks
 from metarec.engine.train import TrainConfig, fit
 from metarec.learners.base import load_learner
 from metarec.learners.mwuf import MWUF, MWUFConfig, masked_mean
 from metarec.tasks import collate
-from tests.ctr.warmup_data import BCFG, WCFG, warmup_dataset
+from tests.ctr.warmup_data import BCFG, WCFG, trained_backbone
 
 
 @pytest.fixture(scope="module")
 def setup():
-    data = prepare_warmup(warmup_dataset(), WCFG)
-    torch.manual_seed(0)
-    bb = DeepFM(data.ctx, BCFG)
-    b = data.split.base
-    fit_backbone(bb, b["user"].to_numpy(), b["item"].to_numpy(), b["label"].to_numpy(), BCFG, 0, progress=False)
-    tasks = item_tasks(b, data.split.old_items, WCFG.k, seed=0)
+    data, bb = trained_backbone()
+    tasks = item_tasks(data.split.base, data.split.old_items, WCFG.k, seed=0)
     return data, bb, tasks
 
 

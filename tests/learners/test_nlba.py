@@ -1,34 +1,21 @@
 """NLBA: shapes, learning, save/load, dependence on the support set, padding, and a per-task reference."""
 
-import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from metarec.cli import main
-from metarec.engine.train import TrainConfig, fit
-from metarec.learners.base import load_learner
 from metarec.learners.nlba import NLBA, NLBAConfig
-from metarec.pipeline import RunConfig, prepare
-from metarec.splits import SplitConfig
-from metarec.tasks import Task, TaskConfig, collate
-from tests.conftest import synthetic_frames, write_atomic
+from metarec.tasks import Task, collate
+from tests.learners.common import (
+    assert_cli_train_then_evaluate_implicit,
+    assert_fit_lowers_query_loss,
+    assert_save_load_round_trip,
+    user_cold_prep,
+)
 
 CFG = NLBAConfig(emb_dim=8, hidden=(16, 8), loss="bce")
-
-
-def _prep(dataset, view):
-    """Tiny user-cold tasks; implicit: positives = rating >= 3, 4 of them in the query (plus 16 negatives)."""
-    tasks = TaskConfig(min_inter=14) if view == "explicit" else TaskConfig(min_inter=10, n_query=4)
-    run = RunConfig(view=view, threshold=3.0, split=SplitConfig(protocol="user-cold", by="random"), tasks=tasks)
-    return prepare(run, dataset)
-
-
-@pytest.fixture
-def implicit(tiny_dataset):
-    return _prep(tiny_dataset, "implicit")
 
 
 def _learner(prep, cfg=CFG, seed=0):
@@ -49,30 +36,13 @@ def test_shapes(implicit, hidden):
 
 @pytest.mark.parametrize("view,loss", [("implicit", "bce"), ("explicit", "mse")])
 def test_fit_lowers_the_query_loss(tiny_dataset, view, loss):
-    prep = _prep(tiny_dataset, view)
+    prep = user_cold_prep(tiny_dataset, view)
     learner = _learner(prep, replace(CFG, loss=loss))
-    batch = collate(prep.train)
-    with torch.no_grad():
-        before = learner.meta_loss(batch).item()
-    out = fit(learner, prep.train, lambda m: {"loss": m.meta_loss(batch).item()},
-              TrainConfig(epochs=6, meta_batch=8, lr=1e-2, select="loss", patience=10), progress=False)
-    with torch.no_grad():
-        after = learner.meta_loss(batch).item()
-    assert after < 0.9 * before
-    assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
+    assert_fit_lowers_query_loss(learner, prep, lr=1e-2)
 
 
 def test_save_load_round_trip(implicit, tmp_path):
-    learner = _learner(implicit)
-    fit(learner, implicit.train, lambda m: {"loss": 0.0},
-        TrainConfig(epochs=1, meta_batch=8, lr=1e-2, select="loss"), progress=False)
-    learner.save(tmp_path / "m.pt")
-    again, _ = load_learner(tmp_path / "m.pt")
-    assert type(again) is NLBA and again.config == learner.config
-    b = collate(implicit.test)
-    items = torch.arange(implicit.ctx.n_items)
-    assert torch.equal(learner.adapt(b).score_items(items), again.adapt(b).score_items(items))
-    assert torch.equal(learner.adapt(b).score(b.q_user, b.q_item), again.adapt(b).score(b.q_user, b.q_item))
+    assert_save_load_round_trip(_learner(implicit), implicit, tmp_path)
 
 
 def test_generated_biases_depend_on_the_support_set(implicit):
@@ -139,14 +109,4 @@ def test_matches_a_per_task_reference(implicit, loss):
 
 
 def test_cli_train_then_evaluate_implicit(tmp_path, capsys):
-    inter, users, items = synthetic_frames()
-    data = str(write_atomic(tmp_path / "toy", "toy", inter, users, items).parent)
-    out = tmp_path / "run"
-    assert main(["train", "--learner", "nlba", "--dataset", data, "--view", "implicit", "--out", str(out),
-                 "--split.by=random", "--threshold=3", "--tasks.min_inter=10", "--tasks.n_query=4",
-                 "--train.epochs=2", "--quiet"]) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert res["learner_config"]["loss"] == "bce" and "ndcg@10" in res["test"]
-    capsys.readouterr()
-    assert main(["evaluate", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res["test"]
+    assert_cli_train_then_evaluate_implicit("nlba", tmp_path, capsys)

@@ -12,29 +12,17 @@ from metarec.engine.train import TrainConfig, fit
 from metarec.evaluation.evaluate import evaluate_rating
 from metarec.learners.base import load_learner
 from metarec.learners.tanp import TaNP, TaNPConfig, clustering_loss, gaussian_kl, student_t_assign
-from metarec.pipeline import RunConfig, make_config, prepare, train_and_evaluate
-from metarec.splits import SplitConfig
-from metarec.tasks import Task, TaskConfig, collate
+from metarec.tasks import Task, collate
+from tests.learners.common import as_double, assert_end_to_end, assert_same_predictions
 
 CFG = TaNPConfig(emb_dim=4, embed_hidden=(8, 6), enc_hidden=(16, 16), z1_dim=8, z2_dim=8, z_dim=4,
                  task_hidden=(16, 8), task_dim=8, clusters=3, dec_hidden=(16, 16, 8))
-
-
-@pytest.fixture
-def prep(tiny_dataset):
-    run = RunConfig(split=SplitConfig(protocol="user-cold", by="random"), tasks=TaskConfig(min_inter=14))
-    return prepare(run, tiny_dataset)
 
 
 def make(prep, cfg=CFG, double=True):
     torch.manual_seed(0)
     m = TaNP(prep.ctx, cfg)
     return m.double() if double else m
-
-
-def as_double(b):
-    b.s_rating, b.q_rating = b.s_rating.double(), b.q_rating.double()
-    return b
 
 
 @pytest.mark.parametrize("decoder", ["film", "gating-film", "base"])
@@ -124,23 +112,9 @@ def test_fit_lowers_the_loss_and_save_load_round_trips(prep, tmp_path):
     assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
     m.save(tmp_path / "m.pt")
     back, _ = load_learner(tmp_path / "m.pt")
-    b = collate(prep.test)
-    items = torch.arange(prep.ctx.n_items)
-    with torch.no_grad():
-        assert torch.equal(m.adapt(b).score(b.q_user, b.q_item), back.adapt(b).score(b.q_user, b.q_item))
-        assert torch.equal(m.adapt(b).score_items(items), back.adapt(b).score_items(items))
+    assert_same_predictions(m, back, prep)
 
 
 @pytest.mark.parametrize("view", ["explicit", "implicit"])
 def test_end_to_end(tiny_dataset, view, tmp_path):
-    over = {"train.epochs": 1, "split.by": "random", "tasks.min_inter": 6 if view == "implicit" else 14,
-            "learner.decoder": "gating-film"}
-    if view == "implicit":
-        over["threshold"] = 3
-    run, lcfg = make_config("tanp", "tiny", "user-cold", 0, view, over)
-    assert lcfg.loss == ("bce" if view == "implicit" else "mse")
-    res = train_and_evaluate(run, lcfg, out_dir=tmp_path, progress=False, prep=prepare(run, tiny_dataset))
-    assert res["test"]["tasks"] > 0
-    assert ("rmse" if view == "explicit" else "ndcg@10") in res["test"]
-    back, _ = load_learner(tmp_path / "model.pt")
-    assert back.name == "tanp" and back.config == lcfg
+    assert_end_to_end("tanp", tiny_dataset, view, tmp_path, {"decoder": "gating-film"})
