@@ -84,7 +84,7 @@ def cmd_evaluate(args, extra) -> None:
 
 
 def cmd_compare(args, extra) -> None:
-    from metarec.io import code_version, write_json, write_text
+    from metarec.io import code_version
     from metarec.pipeline import make_config, prepare, train_and_evaluate
     from metarec.report import compare_table
 
@@ -102,20 +102,57 @@ def cmd_compare(args, extra) -> None:
             res["label"] = label
             results.append(res)
             print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"))
-    table = compare_table(results)
-    cmdline = "metarec " + " ".join(args.argv)
-    print(table)
+    print(compare_table(results))
     if args.out:
-        stem = Path(args.out)
-        version = code_version()
-        seeds = ", ".join(map(str, args.seeds))
-        valid = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
-                 f"\n\n{compare_table(results, 'valid')}\n") if args.valid else ""
-        write_text(stem.with_suffix(".md"), f"# {args.dataset}, {args.protocol}, {args.view} view\n\n"
-                   f"Command: `{cmdline}` (code: {version})\n\nTest tasks (meta-test); mean ± std over seeds "
-                   f"{seeds}; models selected on meta-valid.\n\n{table}\n{valid}")
-        write_json(stem.with_suffix(".json"), {"command": cmdline, "code": version, "results": results})
-        print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+        write_compare(Path(args.out), results, {"command": "metarec " + " ".join(args.argv), "code": code_version()},
+                      args.valid)
+
+
+def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool) -> None:
+    """STEM.md (the mean ± std table of the test metrics, and of the meta-valid ones if ``valid``) and STEM.json
+    (every result). ``provenance``: {"command", "code"} of one run, or {"commands", "codes"} of merged runs."""
+    from metarec.io import write_json, write_text
+    from metarec.report import compare_table
+
+    first = results[0]
+    seeds = ", ".join(map(str, sorted({r["seed"] for r in results})))
+    if "command" in provenance:
+        made = f"Command: `{provenance['command']}` (code: {provenance['code']})"
+    else:
+        runs = "\n".join(f"    {c}" for c in provenance["commands"])
+        made = f"Merged from the runs of (code: {', '.join(provenance['codes'])})\n\n{runs}"
+    extra = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
+             f"\n\n{compare_table(results, 'valid')}\n") if valid else ""
+    write_text(stem.with_suffix(".md"), f"# {first['dataset']}, {first['protocol']}, {first['view']} view\n\n"
+               f"{made}\n\nTest tasks (meta-test); mean ± std over seeds {seeds}; models selected on meta-valid."
+               f"\n\n{compare_table(results)}\n{extra}")
+    write_json(stem.with_suffix(".json"), {**provenance, "results": results})
+    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+
+
+def cmd_merge(args, extra) -> None:
+    """One table from several ``compare`` records of the same dataset, protocol and view (e.g. one per seed,
+    run in parallel); a (learner, seed) pair may appear once."""
+    commands, codes, results = [], [], []
+    for path in args.inputs:
+        try:
+            blob = json.loads(Path(path).read_text())
+            commands += blob.get("commands", [blob.get("command", "")])
+            codes += blob.get("codes", [blob.get("code", "unrecorded")])
+            results += blob["results"]
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            raise MetarecError(f"{path}: not a `metarec compare` record ({type(e).__name__})") from None
+    if not results:
+        raise MetarecError("no results to merge")
+    kinds = {(r["dataset"], r["protocol"], r["view"]) for r in results}
+    if len(kinds) > 1:
+        raise MetarecError(f"cannot merge records of different runs: {sorted(kinds)}")
+    seen = [(r.get("label", r["learner"]), r["seed"]) for r in results]
+    dup = sorted({k for k in seen if seen.count(k) > 1})
+    if dup:
+        raise MetarecError(f"learner and seed present twice: {dup}")
+    results.sort(key=lambda r: r["seed"])  # stable: the learners keep their order within a seed
+    write_compare(Path(args.out), results, {"commands": commands, "codes": sorted(set(codes))}, args.valid)
 
 
 def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
@@ -217,6 +254,12 @@ def register(sub) -> None:
     s.add_argument("--valid", action="store_true",
                    help="also tabulate the meta-valid metrics (for selection runs: choose on these, not on test)")
     s.set_defaults(func=cmd_compare, takes_overrides=True)
+
+    s = sub.add_parser("merge", help="one table from several compare records (e.g. seeds run in parallel)")
+    s.add_argument("inputs", nargs="+", help="OUT.json files written by `metarec compare`")
+    s.add_argument("--out", required=True, help="write OUT.md and OUT.json")
+    s.add_argument("--valid", action="store_true", help="also tabulate the meta-valid metrics")
+    s.set_defaults(func=cmd_merge, takes_overrides=False)
 
     s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG")
     _add_run_args(s, many=True)

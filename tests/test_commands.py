@@ -57,6 +57,35 @@ def test_compare_valid_table_reports_the_selection_data(data_dir, tmp_path, caps
     assert f"| {res['valid']['tasks']}" in valid_part and "valid tasks" in valid_part
 
 
+def test_merge_of_per_seed_records_equals_one_compare(data_dir, tmp_path, capsys):
+    common = ["--dataset", data_dir, "--learners", "bias", "noadapt", *FAST]
+    assert main(["compare", "--seeds", "0", "1", "--out", str(tmp_path / "both"), *common]) == 0
+    for s in ("0", "1"):
+        assert main(["compare", "--seeds", s, "--out", str(tmp_path / f"s{s}"), *common]) == 0
+    assert main(["merge", str(tmp_path / "s1.json"), str(tmp_path / "s0.json"), "--out", str(tmp_path / "m")]) == 0
+    both = json.loads((tmp_path / "both.json").read_text())
+    merged = json.loads((tmp_path / "m.json").read_text())
+    key = lambda r: (r["label"], r["seed"], json.dumps(r["test"], sort_keys=True))  # noqa: E731
+    assert [key(r) for r in merged["results"]] == [key(r) for r in both["results"]]
+    assert len(merged["commands"]) == 2 and merged["codes"]
+    table = lambda p: p.read_text().split("| learner")[1]  # noqa: E731
+    assert table(tmp_path / "m.md") == table(tmp_path / "both.md")
+    capsys.readouterr()
+    # the same (learner, seed) twice, or records of different runs, are refused with one line
+    assert main(["merge", str(tmp_path / "s0.json"), str(tmp_path / "both.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "present twice" in capsys.readouterr().err
+    other = json.loads((tmp_path / "s0.json").read_text())
+    for r in other["results"]:
+        r["view"] = "implicit"
+    (tmp_path / "o.json").write_text(json.dumps(other))
+    assert main(["merge", str(tmp_path / "s1.json"), str(tmp_path / "o.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "different runs" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["merge", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a `metarec compare` record" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
 def test_curve_writes_a_png(data_dir, tmp_path):
     stem = tmp_path / "curve"
     assert main(["curve", "--dataset", data_dir, "--learners", "bias", "noadapt", "--seeds", "0", "--ks", "1", "3",
