@@ -27,7 +27,15 @@ def main() -> None:
              "Explicit view: MAE / RMSE over query ratings, nDCG@3 in the query-only protocol (query items ordered "
              "by prediction, true rating as gain). Implicit view (rating >= 4 positive, 4 sampled negatives per "
              "positive for training): full ranking over all candidate items of the protocol, support items "
-             "excluded. Findings on MeLU: [melu_investigation.md](melu_investigation.md).", "",
+             "excluded. Findings on MeLU: [melu_investigation.md](melu_investigation.md); on the implicit view "
+             "of the cold-start family: [coldstart/implicit_investigation.md](coldstart/implicit_investigation.md)."
+             "", "",
+             "Training budget: explicit tables 20 epochs, patience 4; implicit tables that say `--valid` in their "
+             "command 30 epochs, patience 10 and outer rates chosen per learner on ml-100k user-cold meta-valid "
+             "([selection/ml-100k_implicit_rates.md](selection/ml-100k_implicit_rates.md)). The four-state "
+             "implicit tables without `--valid` predate that choice and under-train the pooled network "
+             "(noadapt / PT-FT at lr 1e-3 stop at about half the recall the selected rate reaches); "
+             "`bash docs/results/run_all.sh implicit` reruns them with the selected budget.", "",
              "Provenance: each record names the code it ran (`code` in its JSON, the commit; `+dirty` when the "
              "working tree had uncommitted changes); records without it: the ml-1m explicit tables, the item-ID "
              "table, the ml-100k user-cold explicit table, the rate selection, the adaptation measurement and the "
@@ -36,7 +44,8 @@ def main() -> None:
              "cold-start tables at d37ce45 (the issue-4 learners then uncommitted, committed unchanged right "
              "after). Later engine changes (MeLU's exact low-rank fast path, the seeding fix, hand-written "
              "support gradients) give numbers equal up to float32 rounding, which training amplifies, so a rerun "
-             "at HEAD differs slightly from an older record. The ml-1m implicit tables are not produced yet.", "",
+             "at HEAD differs slightly from an older record. The four-state ml-1m implicit tables are not produced "
+             "yet.", "",
              "Other protocols: the item warm-up tables of MetaEmb and MWUF are in [warmup/](warmup/), "
              "s²Meta's scenario tables in [s2meta/](s2meta/), MML's sequential tables in [mml/](mml/).", ""]
     paths = sorted(root.glob("*.json")) + sorted((root / "coldstart").glob("*.json"))
@@ -46,6 +55,8 @@ def main() -> None:
             continue
         res = data["results"]
         first = res[0]
+        if "view" not in first:  # not a `metarec compare` record (e.g. the feature-ceiling measurement)
+            continue
         metrics = EXPLICIT if first["view"] == "explicit" else IMPLICIT
         labels = list(dict.fromkeys(r.get("label", r["learner"]) for r in res))
         rows = []
@@ -58,7 +69,8 @@ def main() -> None:
             rows.append(cells + [len(rs)])
         seeds = sorted({r["seed"] for r in res})
         rel = path.relative_to(root).with_suffix(".md").as_posix()
-        code = f" Code: {data['code']}." if "code" in data else ""
+        code = (f" Code: {data['code']}." if "code" in data
+                else f" Code: {', '.join(data['codes'])} (merged)." if "codes" in data else "")
         parts += [f"## {first['dataset']}, {first['protocol']}, {first['view']} ([{rel}]({rel}))", "",
                   f"{first['test']['tasks']} meta-test tasks, seeds {seeds}.{code}", "",
                   markdown_table(["learner", *metrics, "seeds"], rows), ""]

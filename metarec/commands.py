@@ -89,6 +89,7 @@ def cmd_compare(args, extra) -> None:
     from metarec.report import compare_table
 
     over = _overrides(args, extra)
+    version = code_version()  # the code that runs, before anything can change the working tree
     results = []
     for seed in args.seeds:
         prep, pretrained = None, {}
@@ -104,7 +105,7 @@ def cmd_compare(args, extra) -> None:
             print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"))
     print(compare_table(results))
     if args.out:
-        write_compare(Path(args.out), results, {"command": "metarec " + " ".join(args.argv), "code": code_version()},
+        write_compare(Path(args.out), results, {"command": "metarec " + " ".join(args.argv), "code": version},
                       args.valid)
 
 
@@ -174,10 +175,11 @@ def cmd_curve(args, extra) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metarec.io import atomic_path, write_json
+    from metarec.io import atomic_path, code_version, write_json
     from metarec.pipeline import make_config, prepare, train_and_evaluate
 
     over = _overrides(args, extra)
+    version = code_version()
     max_k = max(args.ks)
     curves: dict[str, list] = {e: [] for e in args.learners}
     pretrained: dict[int, dict] = {s: {} for s in args.seeds}  # pooled pretraining does not depend on K
@@ -210,8 +212,8 @@ def cmd_curve(args, extra) -> None:
     out = Path(args.out)
     with atomic_path(out.with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    write_json(out.with_suffix(".json"), {"command": "metarec " + " ".join(args.argv), "metric": args.metric,
-                                          "curves": curves})
+    write_json(out.with_suffix(".json"), {"command": "metarec " + " ".join(args.argv), "code": version,
+                                          "metric": args.metric, "curves": curves})
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
 
 
