@@ -84,7 +84,7 @@ def cmd_evaluate(args, extra) -> None:
 
 
 def cmd_compare(args, extra) -> None:
-    from metarec.io import code_version
+    from metarec.io import code_version, write_json
     from metarec.pipeline import make_config, prepare, train_and_evaluate
     from metarec.report import compare_table
 
@@ -102,11 +102,15 @@ def cmd_compare(args, extra) -> None:
             res.pop("history")
             res["label"] = label
             results.append(res)
-            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"))
+            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"),
+                  flush=True)
+            if args.out:  # finished runs survive an interruption (OUT.partial.json; removed when all are done)
+                write_json(Path(args.out).with_suffix(".partial.json"), {"code": version, "results": results})
     print(compare_table(results))
     if args.out:
         write_compare(Path(args.out), results, {"command": "metarec " + " ".join(args.argv), "code": version},
                       args.valid)
+        Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
 
 
 def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool) -> None:

@@ -42,6 +42,7 @@ def test_compare_writes_markdown_and_json(data_dir, tmp_path, capsys):
     assert "| bias" in md and "| melu@learner.inner.lr=1e-2" in md and "±" in md
     data = json.loads(stem.with_suffix(".json").read_text())
     assert len(data["results"]) == 6 and data["command"].startswith("metarec compare")
+    assert not stem.with_suffix(".partial.json").exists()  # removed once every run is in the final record
     melu = [r for r in data["results"] if r["learner"] == "melu"]
     assert all(r["learner_config"]["inner"]["lr"] == 0.01 for r in melu)
 
@@ -55,6 +56,16 @@ def test_compare_valid_table_reports_the_selection_data(data_dir, tmp_path, caps
     res = json.loads(stem.with_suffix(".json").read_text())["results"][0]
     assert f"{res['test']['rmse']:.4f}" in test_part and f"{res['valid']['rmse']:.4f}" in valid_part
     assert f"| {res['valid']['tasks']}" in valid_part and "valid tasks" in valid_part
+
+
+def test_compare_keeps_finished_runs_when_a_later_one_fails(data_dir, tmp_path, capsys):
+    stem = tmp_path / "cmp"
+    code = main(["compare", "--dataset", data_dir, "--learners", "bias", "melu@learner.nope=1", "--seeds", "0",
+                 "--out", str(stem), *FAST])
+    assert code == 2 and "nope" in capsys.readouterr().err
+    partial = json.loads(stem.with_suffix(".partial.json").read_text())
+    assert [r["learner"] for r in partial["results"]] == ["bias"] and partial["code"]
+    assert not stem.with_suffix(".json").exists() and not stem.with_suffix(".md").exists()
 
 
 def test_merge_of_per_seed_records_equals_one_compare(data_dir, tmp_path, capsys):
