@@ -174,14 +174,11 @@ def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
 
 def cmd_curve(args, extra) -> None:
     """Support-size curve: a metric against K shots, one line per learner, as a PNG (and JSON)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from metarec.io import atomic_path, code_version, write_json
+    from metarec.io import code_version, write_json
     from metarec.pipeline import make_config, prepare, train_and_evaluate
 
+    if args.replot:
+        return _replot(Path(args.replot))
     over = _overrides(args, extra)
     version = code_version()
     max_k = max(args.ks)
@@ -202,23 +199,67 @@ def cmd_curve(args, extra) -> None:
                 vals.append(res["test"][args.metric])
             curves[label].append((k, float(np.mean(vals)), float(np.std(vals))))
             print(f"K={k} {label}: {args.metric} {np.mean(vals):.4f} ± {np.std(vals):.4f}")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curves.items():
-        ks, m, s = map(np.array, zip(*pts, strict=True))
-        ax.errorbar(ks, m, yerr=s, marker="o", capsize=3, label=name)
-    ax.set_xlabel("support size K (shots)")
-    ax.set_ylabel(args.metric)
-    ax.set_xscale("log")
-    ax.set_xticks(args.ks, [str(k) for k in args.ks])
-    ax.set_title(f"{args.dataset} {args.protocol} ({args.view}), seeds {args.seeds}")
-    ax.legend()
-    fig.tight_layout()
     out = Path(args.out)
-    with atomic_path(out.with_suffix(".png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    title = f"{args.dataset} {args.protocol} ({args.view}), seeds {args.seeds}"
+    plot_curves(curves, args.metric, title, out.with_suffix(".png"))
     write_json(out.with_suffix(".json"), {"command": "metarec " + " ".join(args.argv), "code": version,
-                                          "metric": args.metric, "curves": curves})
+                                          "metric": args.metric, "title": title, "curves": curves})
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
+
+
+def plot_curves(curves: dict[str, list], metric: str, title: str, path: Path) -> None:
+    """One line (mean, std error bars) per learner against K, log-scaled K axis, legend beside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metarec.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    ks = sorted({k for pts in curves.values() for k, _, _ in pts})
+    for name, pts in curves.items():
+        x, m, s = map(np.array, zip(*pts, strict=True))
+        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=name)
+    ax.set_xlabel("support size K (shots)")
+    ax.set_ylabel(metric)
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _curve_title(command: str) -> str:
+    """The title ``cmd_curve`` gives, rebuilt from a recorded command line (records older than "title")."""
+    toks = command.split()
+
+    def after(flag, default):
+        return toks[toks.index(flag) + 1] if flag in toks else default
+
+    seeds = []
+    if "--seeds" in toks:
+        for t in toks[toks.index("--seeds") + 1:]:
+            if not t.isdigit():
+                break
+            seeds.append(int(t))
+    return (f"{after('--dataset', 'ml-100k')} {after('--protocol', 'user-cold')} ({after('--view', 'explicit')}), "
+            f"seeds {seeds or [0, 1, 2]}")
+
+
+def _replot(path: Path) -> None:
+    """Redraw a curve's PNG from its JSON record (no training)."""
+    try:
+        rec = json.loads(path.read_text())
+        curves, metric = rec["curves"], rec["metric"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise MetarecError(f"{path}: not a `metarec curve` record ({type(e).__name__})") from None
+    title = rec.get("title") or _curve_title(rec.get("command", ""))
+    plot_curves(curves, metric, title, path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.png')}")
 
 
 def cmd_learners(args, extra) -> None:
@@ -272,6 +313,7 @@ def register(sub) -> None:
     s.add_argument("--ks", nargs="+", type=int, default=[1, 3, 5, 10, 20])
     s.add_argument("--metric", default="rmse")
     s.add_argument("--out", default="docs/curves/support_size")
+    s.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a curve record (no training)")
     s.set_defaults(func=cmd_curve, takes_overrides=True)
 
     s = sub.add_parser("learners", help="the registered learners, one line each")

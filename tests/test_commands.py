@@ -102,8 +102,12 @@ def test_curve_writes_a_png(data_dir, tmp_path):
     assert main(["curve", "--dataset", data_dir, "--learners", "bias", "noadapt", "--seeds", "0", "--ks", "1", "3",
                  "--out", str(stem), *FAST]) == 0
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    curves = json.loads(stem.with_suffix(".json").read_text())["curves"]
-    assert [k for k, _, _ in curves["bias"]] == [1, 3]
+    rec = json.loads(stem.with_suffix(".json").read_text())
+    assert [k for k, _, _ in rec["curves"]["bias"]] == [1, 3] and rec["code"]
+    stem.with_suffix(".png").unlink()
+    assert main(["curve", "--replot", str(stem.with_suffix(".json"))]) == 0  # redraw only, from the record
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(stem.with_suffix(".json").read_text()) == rec
 
 
 @pytest.mark.parametrize("argv,needle", [
