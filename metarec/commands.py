@@ -115,7 +115,8 @@ def cmd_compare(args, extra) -> None:
 
 def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool) -> None:
     """STEM.md (the mean ± std table of the test metrics, and of the meta-valid ones if ``valid``) and STEM.json
-    (every result). ``provenance``: {"command", "code"} of one run, or {"commands", "codes"} of merged runs."""
+    (every result). ``provenance``: {"command", "code"} of one run, or {"commands", "codes", "merged_by"} of
+    merged runs."""
     from metarec.io import write_json, write_text
     from metarec.report import compare_table
 
@@ -125,7 +126,8 @@ def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool
         made = f"Command: `{provenance['command']}` (code: {provenance['code']})"
     else:
         runs = "\n".join(f"    {c}" for c in provenance["commands"])
-        made = f"Merged from the runs of (code: {', '.join(provenance['codes'])})\n\n{runs}"
+        made = (f"Merged by `{provenance['merged_by']}` from these runs (code: {', '.join(provenance['codes'])}):"
+                f"\n\n{runs}")
     extra = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
              f"\n\n{compare_table(results, 'valid')}\n") if valid else ""
     write_text(stem.with_suffix(".md"), f"# {first['dataset']}, {first['protocol']}, {first['view']} view\n\n"
@@ -157,7 +159,8 @@ def cmd_merge(args, extra) -> None:
     if dup:
         raise MetarecError(f"learner and seed present twice: {dup}")
     results.sort(key=lambda r: r["seed"])  # stable: the learners keep their order within a seed
-    write_compare(Path(args.out), results, {"commands": commands, "codes": sorted(set(codes))}, args.valid)
+    provenance = {"commands": commands, "codes": sorted(set(codes)), "merged_by": "metarec " + " ".join(args.argv)}
+    write_compare(Path(args.out), results, provenance, args.valid)
 
 
 def parse_learner_entry(entry: str) -> tuple[str, str, dict]:

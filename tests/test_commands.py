@@ -78,7 +78,8 @@ def test_merge_of_per_seed_records_equals_one_compare(data_dir, tmp_path, capsys
     merged = json.loads((tmp_path / "m.json").read_text())
     key = lambda r: (r["label"], r["seed"], json.dumps(r["test"], sort_keys=True))  # noqa: E731
     assert [key(r) for r in merged["results"]] == [key(r) for r in both["results"]]
-    assert len(merged["commands"]) == 2 and merged["codes"]
+    assert len(merged["commands"]) == 2 and merged["codes"] and merged["merged_by"].startswith("metarec merge")
+    assert "Merged by `metarec merge" in (tmp_path / "m.md").read_text()
     table = lambda p: p.read_text().split("| learner")[1]  # noqa: E731
     assert table(tmp_path / "m.md") == table(tmp_path / "both.md")
     capsys.readouterr()
