@@ -279,8 +279,11 @@ def evaluate_test(backbone: DeepFM, vecs: torch.Tensor, data: WarmupData, batch:
 
 
 def run_protocol(backbone: DeepFM, method, data: WarmupData, update: WarmUpdate,
-                 eval_batch: int = 65536) -> dict[str, dict[str, float]]:
-    """Cold, then warm-a, warm-b, warm-c: the metrics of each phase (see the module docstring)."""
+                 eval_batch: int = 65536, users_seen: str = "all") -> dict[str, dict[str, float]]:
+    """Cold, then warm-a, warm-b, warm-c: the metrics of each phase (see the module docstring).
+
+    ``users_seen``: U_i (the mean ID vector of the item's users, for MWUF) over every warm-up user so far
+    ("all", the protocol) or over the latest batch only ("last", a diagnostic)."""
     items = data.new_items  # (N,)
     with torch.no_grad():
         raw = method.init_embeddings(items).detach()  # (N, d)
@@ -293,6 +296,8 @@ def run_protocol(backbone: DeepFM, method, data: WarmupData, update: WarmUpdate,
             user_sum += backbone.user_vec(users).sum(1)
             seen = PHASES.index(phase) * users.shape[1]
             user_mean = user_sum / seen  # (N, d) U_i over the warm-up users so far
+            if users_seen == "last":
+                user_mean = backbone.user_vec(users).mean(1)  # (N, d) the latest batch only
 
         def eff(r, user_mean=user_mean):
             return method.effective(r, items, user_mean)

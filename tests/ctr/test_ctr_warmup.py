@@ -92,6 +92,31 @@ def test_a_zero_rate_update_leaves_every_phase_as_cold(trained):
     assert all(res[p] == res["cold"] for p in PHASES)
 
 
+class _Recorder(MeanInit):
+    """Mean init that records the U_i the protocol passes at each phase."""
+
+    def __init__(self, bb):
+        super().__init__(bb)
+        self.seen = []
+
+    def effective(self, raw, items, user_mean):
+        if user_mean is not None and (not self.seen or self.seen[-1] is not user_mean):
+            self.seen.append(user_mean)
+        return raw
+
+
+@pytest.mark.parametrize("users_seen", ["all", "last"])
+def test_protocol_user_mean_over_all_or_the_latest_warmup_users(trained, users_seen):
+    data, bb = trained
+    rec = _Recorder(bb)
+    run_protocol(bb, rec, data, WCFG.update, users_seen=users_seen)
+    batches = [bb.user_vec(users) for users, _ in data.phases]  # (N, k, d) per phase
+    assert len(rec.seen) == 3
+    for j, got in enumerate(rec.seen):
+        want = torch.cat(batches[:j + 1], 1).mean(1) if users_seen == "all" else batches[j].mean(1)
+        assert torch.allclose(got, want, atol=1e-6)
+
+
 def test_warmup_on_the_new_items_lowers_their_test_loss(trained):
     data, bb = trained
     res = run_protocol(bb, RandomInit(BCFG.emb_dim, BCFG.init_std, seed=0), data, WarmUpdate(lr=1.0, steps=3))
