@@ -9,7 +9,8 @@ this script runs the warm-up protocol with:
 - ``mwuf, U_i of the last batch``: U_i from the latest k users only, the distribution the shifting network
   was trained on;
 - ``scale only`` (shift = 0) and ``shift only`` (scale = 1);
-- the ``base`` and ``mean`` methods for reference.
+- the ``base`` and ``mean`` methods for reference, and ``mean`` with the warm-up rate multiplied by the mean
+  of scale^2 (a step on ``raw`` moves v by scale^2 * lr * grad_v: MWUF's effective rate).
 
 These are diagnostics on the protocol's test interactions; nothing is selected with them.
 
@@ -20,6 +21,7 @@ Writes docs/results/warmup/mwuf_diagnosis_DATASET.{json,md}.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,11 @@ def diagnose(dataset: str, seed: int) -> list[dict]:
         v0 = mwuf.init_embeddings(data.new_items)
     stats = {"scale_mean": float(scale.mean()), "scale_std": float(scale.std()),
              "shift_norm_over_v_norm": float(shift.norm(dim=1).mean() / v0.norm(dim=1).mean())}
+    # the warm-up step moves v = raw * scale + shift by scale^2 * lr * grad_v: the same rate for "mean" as a control
+    s2 = float((scale ** 2).mean())
+    mean_init, _ = make_method("mean", run, data, backbone, seed, progress=False)
+    rows.append({"variant": "mean, rate x mean(scale^2)", "seed": seed, "rate": upd.lr * s2,
+                 "phases": run_protocol(backbone, mean_init, data, replace(upd, lr=upd.lr * s2), eb)})
     for mode, seen, label in (("full", "all", "mwuf"), ("full", "last", "mwuf, U_i of the last batch"),
                               ("scale", "all", "mwuf, scale only"), ("shift", "all", "mwuf, shift only")):
         phases = run_protocol(backbone, _Variant(mwuf, mode), data, upd, eb, users_seen=seen)
