@@ -234,11 +234,33 @@ def _grid(task: Task, train_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return users, items, positives, exclude
 
 
+def _grid_scores(adapted, grids: list[tuple], chunk: int) -> list[np.ndarray]:
+    """Per task of the batch, the (U, N) scores of its test users against its items: ``adapted.score_grid`` on
+    padded (B, U) users and (B, N) items where the model offers it, else ``score`` on the flattened pairs."""
+    if adapted.score_grid is not None:
+        U, N = max(g[0].size for g in grids), max(g[1].size for g in grids)
+        users, items = np.zeros((len(grids), U), np.int64), np.zeros((len(grids), N), np.int64)
+        for b, g in enumerate(grids):
+            users[b, :g[0].size], items[b, :g[1].size] = g[0], g[1]
+        s = adapted.score_grid(torch.from_numpy(users), torch.from_numpy(items)).numpy()  # (B, U, N)
+        return [s[b, :g[0].size, :g[1].size] for b, g in enumerate(grids)]
+    sizes = [g[0].size * g[1].size for g in grids]
+    flat_u = np.zeros((len(grids), max(sizes)), np.int64)
+    flat_i = np.zeros_like(flat_u)
+    for b, (users, items, _, _) in enumerate(grids):
+        flat_u[b, :sizes[b]] = np.repeat(users, len(items))
+        flat_i[b, :sizes[b]] = np.tile(items, len(users))
+    fu, fi = torch.from_numpy(flat_u), torch.from_numpy(flat_i)
+    scores = torch.cat([adapted.score(fu[:, c:c + chunk], fi[:, c:c + chunk])
+                        for c in range(0, fu.shape[1], chunk)], 1).numpy()  # (B, max U*N)
+    return [scores[b, :sizes[b]].reshape(g[0].size, g[1].size) for b, g in enumerate(grids)]
+
+
 @torch.no_grad()
 def evaluate_scenarios(learner, tasks: list[Task], train_codes: np.ndarray, ks=(10, 20, 50), batch_size: int = 4,
                        chunk: int = 1 << 15, per_scenario: bool = False) -> dict:
     """Recall@K of every test user of every scenario over all the scenario's items (training items of the
-    user excluded), through ``learner.adapt`` and ``adapted.score``.
+    user excluded), through ``learner.adapt`` and ``adapted.score_grid`` (or ``adapted.score`` on the pairs).
 
     ``recall@k``: mean over scenarios of the mean over their users (each scenario weighs the same);
     ``recall@k_users``: mean over all test users. ``ndcg@k`` as ``recall@k``.
@@ -254,19 +276,10 @@ def evaluate_scenarios(learner, tasks: list[Task], train_codes: np.ndarray, ks=(
         adapted = learner.adapt(batch)
         if getattr(learner, "last_steps", None) is not None:  # s2meta: mean scenario-specific steps
             steps.append((learner.last_steps, len(idx)))
-        sizes = [grids[j][0].size * grids[j][1].size for j in idx]
-        flat_u = np.zeros((len(idx), max(sizes)), np.int64)
-        flat_i = np.zeros_like(flat_u)
-        for b, j in enumerate(idx):
-            users, items = grids[j][0], grids[j][1]
-            flat_u[b, :sizes[b]] = np.repeat(users, len(items))
-            flat_i[b, :sizes[b]] = np.tile(items, len(users))
-        fu, fi = torch.from_numpy(flat_u), torch.from_numpy(flat_i)
-        scores = torch.cat([adapted.score(fu[:, c:c + chunk], fi[:, c:c + chunk])
-                            for c in range(0, fu.shape[1], chunk)], 1).numpy()  # (B, max U*N)
+        task_scores = _grid_scores(adapted, [grids[j] for j in idx], chunk)
         for b, j in enumerate(idx):
             users, items, positives, exclude = grids[j]
-            s = scores[b, :sizes[b]].reshape(len(users), len(items))
+            s = task_scores[b]  # (U, N)
             ranks = M.ranks_from_scores(s, positives, exclude)
             per[int(j)] = {f"{name}@{k}": M.RANKING_METRICS[name](ranks, positives, k)
                            for name in ("recall", "ndcg") for k in ks}

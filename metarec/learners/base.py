@@ -50,6 +50,9 @@ class Adapted:
     owners: Tensor  # (B,) the task owners (users for user-specific tasks)
     score: Callable[[Tensor, Tensor], Tensor]  # (users (B, Q), items (B, Q)) -> (B, Q)
     score_items: Callable[[Tensor], Tensor]  # items (N,) -> (B, N)
+    # optional: (users (B, U), items (B, N)) -> (B, U, N), every user of a task against every item of it; equal
+    # to ``score`` on the flattened grid, offered by models that factorise (scored faster than pair by pair)
+    score_grid: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 class Learner(nn.Module):

@@ -140,6 +140,31 @@ def recommend(arch: str, theta: dict[str, Tensor], eu: Tensor, ei: Tensor) -> Te
     return (_layers(theta, eu, "u", False) * _layers(theta, ei, "i", False)).sum(-1)
 
 
+def recommend_grid(arch: str, theta: dict[str, Tensor], eu: Tensor, ei: Tensor, budget: int = 1 << 18) -> Tensor:
+    """Scores of every user against every item with per-task parameters: eu (B, U, d), ei (B, N, d) -> (B, U, N);
+    equal to ``recommend`` on the flattened grid. The interaction module's first layer splits into a user part
+    and an item part computed once each (W [eu; ei] = W_u eu + W_i ei), the rest runs on chunks of users of at
+    most ``budget`` hidden activations (small enough to stay in cache: 2x faster than 64 MB chunks); the mapping
+    module is two towers and a batched product."""
+    if arch != "interaction":
+        return torch.bmm(_layers(theta, eu, "u", False), _layers(theta, ei, "i", False).transpose(1, 2))
+    d = eu.shape[-1]
+    w0, b0 = theta["h0.weight"], theta["h0.bias"]  # (B, H, 2d), (B, H)
+    a = torch.bmm(eu, w0[:, :, :d].transpose(1, 2))  # (B, U, H) user part
+    c = torch.baddbmm(b0[:, None, :], ei, w0[:, :, d:].transpose(1, 2))  # (B, N, H) item part + bias
+    B, U, H = a.shape
+    N = c.shape[1]
+    step = max(1, budget // max(1, B * N * H))
+    out = []
+    for lo in range(0, U, step):
+        z = torch.relu(a[:, lo:lo + step, None, :] + c[:, None, :, :]).reshape(B, -1, H)  # (B, u*N, H)
+        for j in (1, 2):
+            w, b = theta[f"h{j}.weight"], theta[f"h{j}.bias"]
+            z = torch.relu(torch.baddbmm(b[:, None, :], z, w.transpose(1, 2)))
+        out.append((z * theta["out.weight"]).sum(-1).reshape(B, -1, N))  # (B, u, N)
+    return torch.cat(out, 1)
+
+
 def pair_hinge(arch: str, theta: dict[str, Tensor], user_emb: Tensor, item_emb: Tensor, users: Tensor, pos: Tensor,
                neg: Tensor, mask: Tensor, margin: float = 1.0) -> Tensor:
     """(B,) mean hinge loss of eq. 3 over the masked triples (u, i, i⁻); users, pos, neg, mask (B, N)."""
@@ -268,9 +293,28 @@ class ScenarioRecommender(Learner):
         """users, items (B, N) -> (B, N) under per-task parameters theta."""
         return recommend(self.config.arch, theta, self.user_emb[users], self.item_emb[items])
 
+    def score_grid(self, theta: dict[str, Tensor], users: Tensor, items: Tensor) -> Tensor:
+        """users (B, U), items (B, N) -> (B, U, N) under per-task parameters theta."""
+        return recommend_grid(self.config.arch, theta, self.user_emb[users], self.item_emb[items])
+
     def _hinge(self, theta: dict[str, Tensor], users: Tensor, pos: Tensor, neg: Tensor, mask: Tensor) -> Tensor:
         return pair_hinge(self.config.arch, theta, self.user_emb, self.item_emb, users, pos, neg, mask,
                           self.config.margin)
+
+    def adapted_from(self, theta: dict[str, Tensor], owners: Tensor) -> Adapted:
+        """Scoring closed over B scenarios' (detached) parameters; scenario tasks have no owner to rank for."""
+        theta = {k: v.detach() for k, v in theta.items()}
+
+        def score(users: Tensor, items: Tensor) -> Tensor:
+            return self.score_pairs(theta, users, items)
+
+        def score_items(items: Tensor) -> Tensor:
+            raise MetarecError("scenario tasks are owned by scenarios, not users: score (user, item) pairs")
+
+        def score_grid(users: Tensor, items: Tensor) -> Tensor:
+            return self.score_grid(theta, users, items)
+
+        return Adapted(owners, score, score_items, score_grid)
 
 
 class S2Meta(ScenarioRecommender):
@@ -425,17 +469,6 @@ class S2Meta(ScenarioRecommender):
             loss = loss + self.config.stop_weight * reinforce_surrogate(ep["q_loss"], ep["log_cont"]).mean()
         self.last_steps = ep["steps"].float().mean().item()
         return loss
-
-    def adapted_from(self, theta: dict[str, Tensor], owners: Tensor) -> Adapted:
-        theta = {k: v.detach() for k, v in theta.items()}
-
-        def score(users: Tensor, items: Tensor) -> Tensor:
-            return self.score_pairs(theta, users, items)
-
-        def score_items(items: Tensor) -> Tensor:
-            raise MetarecError("scenario tasks are owned by scenarios, not users: score (user, item) pairs")
-
-        return Adapted(owners, score, score_items)
 
     def adapt(self, support: TaskBatch) -> Adapted:
         self._check_ready()

@@ -83,12 +83,4 @@ class ScenarioFT(ScenarioRecommender):
                 loss = self._hinge(th, u, i, j[:, :, t % K], m)  # (B,)
                 grads = torch.autograd.grad(loss.sum(), list(th.values()))
             theta = {k: (v - cfg.lr * g).detach() for (k, v), g in zip(th.items(), grads, strict=True)}
-        owners = support.owner
-
-        def score(users: Tensor, items: Tensor) -> Tensor:
-            return self.score_pairs(theta, users, items)
-
-        def score_items(items: Tensor) -> Tensor:
-            raise MetarecError("scenario tasks are owned by scenarios, not users: score (user, item) pairs")
-
-        return Adapted(owners, score, score_items)
+        return self.adapted_from(theta, support.owner)

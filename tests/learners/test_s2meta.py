@@ -15,6 +15,8 @@ from metarec.learners.s2meta import (
     S2MetaConfig,
     UpdateController,
     preprocess,
+    recommend,
+    recommend_grid,
     recommender_shapes,
     reinforce_surrogate,
 )
@@ -241,3 +243,34 @@ def test_unprepared_learner_refuses(sdata):
     m = S2Meta(scenario_context(ds.n_users, ds.n_items), CFG)
     with pytest.raises(Exception, match="metarec scenario train"):
         m.adapt(collate(sdata.test))
+
+
+@pytest.mark.parametrize("arch", ["interaction", "mapping"])
+def test_grid_scores_equal_the_pair_scores(arch):
+    torch.manual_seed(0)
+    d, B, U, N = 8, 3, 7, 5
+    theta = {k: torch.randn(B, *s, dtype=torch.float64) for k, s in recommender_shapes(arch, d).items()}
+    eu, ei = torch.randn(B, U, d, dtype=torch.float64), torch.randn(B, N, d, dtype=torch.float64)
+    pairs = recommend(arch, theta, eu.repeat_interleave(N, 1), ei.repeat(1, U, 1)).reshape(B, U, N)
+    for budget in (1, 64, 1 << 24):  # one user per chunk, a few, all at once
+        assert torch.allclose(recommend_grid(arch, theta, eu, ei, budget=budget), pairs, atol=1e-12)
+
+
+def test_scenario_evaluation_through_the_grid_equals_the_pairs(sdata):
+    from metarec.scenarios import evaluate_scenarios
+
+    m = _learner(sdata)
+
+    class PairsOnly:  # the same learner without score_grid: the pair-by-pair path
+        eval = m.eval
+        last_steps = property(lambda self: m.last_steps)
+
+        def adapt(self, support):
+            a = m.adapt(support)
+            return replace(a, score_grid=None)
+
+    grid = evaluate_scenarios(m, sdata.test, sdata.train_codes, batch_size=2)
+    pairs = evaluate_scenarios(PairsOnly(), sdata.test, sdata.train_codes, batch_size=2)
+    assert grid.keys() == pairs.keys()
+    for k in grid:
+        assert grid[k] == pytest.approx(pairs[k], abs=1e-9), k
