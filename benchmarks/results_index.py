@@ -32,10 +32,9 @@ def main() -> None:
              "", "",
              "Training budget: explicit tables 20 epochs, patience 4; implicit tables that say `--valid` in their "
              "command 30 epochs, patience 10 and outer rates chosen per learner on ml-100k user-cold meta-valid "
-             "([selection/ml-100k_implicit_rates.md](selection/ml-100k_implicit_rates.md)). The four-state "
-             "implicit tables without `--valid` predate that choice and under-train the pooled network "
-             "(noadapt / PT-FT at lr 1e-3 stop at about half the recall the selected rate reaches); "
-             "`bash docs/results/run_all.sh implicit` reruns them with the selected budget.", "",
+             "([selection/ml-100k_implicit_rates.md](selection/ml-100k_implicit_rates.md)); every implicit "
+             "table here uses it (the earlier ones, at lr 1e-3 and patience 4, stopped the pooled network at "
+             "about half its recall).", "",
              "Provenance: each record names the code it ran (`code` in its JSON, the commit; `+dirty` when the "
              "working tree had uncommitted changes); records without it: the ml-1m explicit tables, the item-ID "
              "table, the ml-100k user-cold explicit table, the rate selection, the adaptation measurement and the "
