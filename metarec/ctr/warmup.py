@@ -284,6 +284,8 @@ def run_protocol(backbone: DeepFM, method, data: WarmupData, update: WarmUpdate,
 
     ``users_seen``: U_i (the mean ID vector of the item's users, for MWUF) over every warm-up user so far
     ("all", the protocol) or over the latest batch only ("last", a diagnostic)."""
+    if users_seen not in ("all", "last"):
+        raise ValueError(f"users_seen must be 'all' or 'last', not {users_seen!r}")
     items = data.new_items  # (N,)
     with torch.no_grad():
         raw = method.init_embeddings(items).detach()  # (N, d)
