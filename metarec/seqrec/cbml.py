@@ -31,7 +31,7 @@ from metarec.engine.inner import InnerConfig, inner_loop
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import position_losses, task_mean
 from metarec.seqrec.methods import SEQ_CLASSES, SeqAdapted, SeqMethod
-from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig, gather_positions
+from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig, gather_positions, recbole_init
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,7 @@ class CBML(SeqMethod):
         self.task_enc = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d))
         self.centres = nn.Parameter(torch.randn(cfg.clusters, d) * 0.1)
         self.gate = nn.Linear(d, d * d + d)
-        for m in self.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        recbole_init(self)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
             nn.init.eye_(self.pred.weight)

@@ -46,6 +46,7 @@ from metarec.config import apply_overrides, config_from_dict
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
 from metarec.errors import MetarecError
 from metarec.seqrec.batch import SeqBatch
+from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
 from metarec.seqrec.methods import SEQ_CLASSES, SeqAdapted, SeqMethod
 from metarec.seqrec.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
@@ -145,14 +146,7 @@ class MMLModel(SeqMethod):
     # ------------------------------------------------------------------------------------------ pieces
     def _negatives(self, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B, L) codes drawn uniformly from the trained items, never equal to the target."""
-        pool = self.pool + 1  # codes of the trained items
-        neg = pool[torch.randint(len(pool), target.shape, generator=generator)]
-        for _ in range(10):
-            clash = neg == target
-            if not clash.any():
-                break
-            neg = torch.where(clash, pool[torch.randint(len(pool), target.shape, generator=generator)], neg)
-        return neg
+        return sample_negatives(target, self.pool + 1, generator)  # codes of the trained items
 
     def _id_table(self, generated: Tensor | None) -> Tensor:
         """The ID table with rows replaced where ``generated`` (a (n_items+1,) bool mask) is set."""

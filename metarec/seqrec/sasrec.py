@@ -102,6 +102,16 @@ class CausalTransformer(nn.Module):
         return x
 
 
+def recbole_init(module: nn.Module) -> None:
+    """RecBole's initialisation of every Linear and Embedding of ``module``: N(0, 0.02) weights, zero biases
+    (LayerNorms keep their unit weights)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 def gather_positions(h: Tensor, pos: Tensor) -> Tensor:
     """h (B, L, D), pos (B, P) long -> (B, P, D): the outputs at the given positions."""
     return torch.take_along_dim(h, pos.unsqueeze(-1), dim=1)
@@ -125,11 +135,7 @@ class SASRec(nn.Module):
 
     def reset_parameters(self) -> None:
         """RecBole's SASRec initialisation: N(0, 0.02) weights, zero biases, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        recbole_init(self)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
