@@ -18,7 +18,9 @@ genres overlap, one interaction can belong to several scenarios; no evaluation p
 D_train sets are disjoint, and the D_test of a meta-valid or meta-test scenario drops every pair that is
 training data anywhere (the source domain, scenario-only users, every D_train, the D_test of meta-train
 scenarios, on which s²Meta meta-trains). Evaluation ranks, for each test user of a scenario, all items of
-the scenario except the user's training items; Recall@K over the user's D_test items.
+the scenario except the user's training items; Recall@K over the user's D_test items. A user who has
+interacted with every item of a scenario (one ml-1m user and the 30-film "Musical x 1990s") has no negative
+there and is left out of that scenario (neither D_train nor D_test).
 
 Task layout (``metarec.tasks.Task``; the owner is the scenario's index): the support holds the P = 64
 D_train positives (rating 1) and then ``support_negatives`` negatives per positive (rating 0) drawn from
@@ -112,6 +114,15 @@ class ScenarioData:
         return header, sorted(rows, key=lambda r: ("train valid test".split().index(r[1]), r[0]))
 
 
+def _saturated(users: np.ndarray, items: np.ndarray, scenario_items: np.ndarray, n_users: int) -> np.ndarray:
+    """(n_users,) mask of users who interacted with every item of the scenario (``users``, ``items``: the
+    scenario's interaction rows). Such a user has no negative in the scenario: no (u, i, i⁻) triple for the
+    hinge loss, and a ranking of their test items among nothing else."""
+    pairs = np.unique(codes(users, items))
+    per_user = np.bincount(pairs // CODE_STRIDE, minlength=n_users)  # distinct scenario items per user
+    return per_user >= len(scenario_items)
+
+
 def prepare_scenarios(ds: Dataset, cfg: ScenarioConfig) -> ScenarioData:
     """The s²Meta protocol on ``ds`` (see the module docstring)."""
     ds = ds if ds.implicit else to_implicit(ds)
@@ -149,6 +160,7 @@ def prepare_scenarios(ds: Dataset, cfg: ScenarioConfig) -> ScenarioData:
     taken = np.zeros(len(inter), dtype=bool)
     for name in names:
         rows = np.flatnonzero(np.isin(i_all, scen[name]) & shared[u_all])
+        rows = rows[~_saturated(u_all[rows], i_all[rows], scen[name], ds.n_users)[u_all[rows]]]  # no negative
         rows_of[name] = rows
         free = rows[~taken[rows]]
         if len(free) < cfg.n_train + 1:

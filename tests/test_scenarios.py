@@ -1,5 +1,7 @@
 """The s²Meta scenario protocol: split disjointness, D_train, leak-freedom, layout, evaluation, MF cache."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,6 +86,24 @@ def test_reproducible_and_seed_dependent():
     c = prepare_scenarios(ds, ScenarioConfig(**{**TINY.__dict__, "seed": 1}))
     assert any(not np.array_equal(x.s_item, y.s_item) for x, y in zip(a.train + a.valid + a.test,
                                                                       c.train + c.valid + c.test, strict=False))
+
+
+def test_user_who_rated_a_whole_scenario_is_left_out_of_it():
+    # ml-1m has such a user (all 30 films of Musical x 1990s): no negative exists for the hinge triples, and
+    # their test items would be ranked among nothing else. Give one shared user every item of every scenario.
+    ds = scenario_dataset()
+    inter = ds.inter
+    u0 = int(np.flatnonzero(prepare_scenarios(ds, TINY).shared)[0])
+    scen_items = np.flatnonzero([str(g) != "Big" for g in ds.items["genres"]])
+    big_item = int(np.flatnonzero([str(g) == "Big" for g in ds.items["genres"]])[0])
+    extra = pd.DataFrame({"user": u0, "item": np.r_[scen_items, big_item], "rating": 4.0,
+                          "timestamp": int(inter["timestamp"].max()) + 1})
+    full = pd.concat([inter, extra]).drop_duplicates(["user", "item"]).reset_index(drop=True)
+    ds = dataclasses.replace(ds, inter=full)
+    data = prepare_scenarios(ds, TINY)  # the sampler would find no negative for u0 without the rule
+    assert data.shared[u0]
+    for t in data.train + data.valid + data.test:
+        assert u0 not in t.s_user and u0 not in t.q_user
 
 
 def test_split_triples_pairs_each_positive_with_its_negatives():
