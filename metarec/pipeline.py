@@ -140,7 +140,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     if pretrained is not None and key in pretrained:
         state, fitted = pretrained[key]
         learner.load_state_dict(state)
-        fitted = {**fitted, "best": ev(learner, prep.valid)}
+        fitted = {**fitted, "best": ev(learner, prep.valid), "resumed_seconds": 0.0}
     elif learner.meta_trained:
         ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
         fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
@@ -150,7 +150,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     else:
         learner.fit_direct(prep.split.train)
         fitted = {"history": [], "best_epoch": 0, "best": ev(learner, prep.valid)}
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     test = ev(learner, prep.test)
     result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,
               "view": run.view, "seed": run.split.seed, "test": test, "valid": fitted["best"],

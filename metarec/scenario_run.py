@@ -204,7 +204,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
     if getattr(learner, "adapt_grid", None):
         selection = select_adapt(learner, learner.adapt_grid, valid_fn, run.train.select)
         fitted["best"] = valid_fn(learner)
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     test = ev(learner, data.test, per_scenario=True)
     per = test.pop("per_scenario")
     result = {"learner": run.learner, "label": label or run.learner, "dataset": run.dataset,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +48,9 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         params: list[torch.nn.Parameter] | None = None) -> dict:
     """Meta-train ``learner`` on ``train_tasks``; select the epoch with the best ``valid_fn(learner)[select]``.
 
-    Returns ``{"history": [...], "best_epoch": e, "best": metrics}``; the learner holds the best weights.
+    Returns ``{"history": [...], "best_epoch": e, "best": metrics, "resumed_seconds": s}``; the learner holds
+    the best weights. ``resumed_seconds``: wall time of the epochs that earlier processes finished before this
+    one resumed from ``checkpoint`` (0 for a fresh run), so a caller can report the whole training time.
     ``on_batch(epoch, step)`` is a hook called after every optimiser step (tests use it to simulate a crash).
     Every model family uses this loop: ``collate_fn`` turns a list of tasks into a batch (default: the padded
     ``TaskBatch``), ``batch_loss(learner, batch)`` is the loss to minimise (default ``learner.meta_loss``) and
@@ -60,7 +63,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     params = [p for p in (params if params is not None else learner.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sign = 1.0 if lower_is_better(cfg.select) else -1.0
-    state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": []}
+    state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": [],
+             "seconds": 0.0}
     if checkpoint is not None and Path(checkpoint).is_file():
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if ck.get("config") != asdict(cfg):
@@ -70,9 +74,10 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         opt.load_state_dict(ck["optim"])
         state = ck["state"]
         torch.set_rng_state(ck["torch_rng"])
+    resumed_seconds = state.get("seconds", 0.0)
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
-        epoch = state["epoch"]
+        epoch, t_epoch = state["epoch"], time.perf_counter()
         learner.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_tasks))
         losses = []
@@ -99,6 +104,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             state["bad"] += 1
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
         state["epoch"] = epoch + 1
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t_epoch
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}  valid {cfg.select} "
                        f"{valid[cfg.select]:.4f}{'  *' if improved else ''}")
@@ -109,4 +115,5 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     if state["best_state"] is not None:
         learner.load_state_dict(state["best_state"])
     best = copy.deepcopy(state["history"][state["best_epoch"]]) if state["best_epoch"] >= 0 else {}
-    return {"history": state["history"], "best_epoch": state["best_epoch"] + 1, "best": best}
+    return {"history": state["history"], "best_epoch": state["best_epoch"] + 1, "best": best,
+            "resumed_seconds": resumed_seconds}

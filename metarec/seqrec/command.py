@@ -77,7 +77,7 @@ def _finish(name: str, seed: int, method, data, fitted: dict, t0: float, out_dir
             config, extra: dict | None = None) -> dict:
     from metarec.seqrec.evaluate import evaluate_seq
 
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     valid = fitted.get("best") or evaluate_seq(method, data.valid, data.n_items)
     test = evaluate_seq(method, data.test, data.n_items)
     res = {"method": name, "seed": seed, "test": test, "valid": valid, "best_epoch": fitted.get("best_epoch", 0),
@@ -123,6 +123,7 @@ def _run_direct(name: str, cfg_fn, train_default: Callable):
                     len(data.train)))
         if cache is not None and key in cache:
             state, fitted = cache[key]
+            fitted = {**fitted, "resumed_seconds": 0.0}  # the shared training is counted by its first user
             method.load_state_dict(state)
         else:
             fitted = fit_seq(method, tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress)

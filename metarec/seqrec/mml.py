@@ -340,7 +340,7 @@ class MMLModel(SeqMethod):
             ckpt = Path(out_dir) / f"checkpoint-stage{stage}.pt" if out_dir is not None else None
             t0 = time.perf_counter()
             fitted = fit_seq(self, train_tasks, valid_fn, stage_cfgs[key], checkpoint=ckpt, progress=progress)
-            record[key] = {**fitted, "seconds": time.perf_counter() - t0}
+            record[key] = {**fitted, "seconds": time.perf_counter() - t0 + fitted["resumed_seconds"]}
             if ck is not None:
                 state = {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(owners[stage])}
                 cache[ck] = (state, fitted)
@@ -472,7 +472,8 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
     k2 = repr(("mml-stage2", k1, cfg.gen_k, cfg.gen_p0, cfg.gen_act, cfg.retrieval, asdict(stages["gen_train"])))
     t0 = time.perf_counter()
     record = model.train_stages(data.train, valid_fn, stages, out_dir, progress, cache, {"meta": k1, "gen_train": k2})
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 + sum(v.get("resumed_seconds", 0.0) for v in record.values()
+                                            if not v.get("shared"))  # + epochs of resumed processes
     valid = valid_fn(model)
     test = evaluate_seq(model, data.test, data.n_items, rc.eval_batch)
     history = [{"stage": k, **h} for k, v in record.items() for h in v["history"]]
