@@ -303,7 +303,10 @@ def summary_table(results: list[dict], metrics=METRICS) -> str:
 
 
 def cmd_compare(args, extra) -> None:
+    from metarec.io import code_version
+
     over = _overrides(args, extra)
+    version = code_version()  # the code that runs, before anything can change the working tree
     results = []
     for seed in args.seeds:
         preps: dict = {}
@@ -316,6 +319,7 @@ def cmd_compare(args, extra) -> None:
             out_dir = Path(args.save) / f"{label}-s{seed}" if args.save else None
             res = run_scenario(run, lcfg, prep=preps[key], progress=not args.quiet, label=label, out_dir=out_dir)
             res.pop("history")
+            res["code"] = version
             results.append(res)
             print(f"seed {seed} {label}: {_fmt_metrics(res['test'])}  ({res['train_seconds']:.0f} s)", flush=True)
             if args.out:  # partial results survive an interruption
@@ -332,8 +336,9 @@ def write_tables(stem: Path, commands: list[str], results: list[dict], title: st
     d = results[0]["scenarios"]
     seeds = sorted({r["seed"] for r in results})
     cmd = "\n".join(f"    {c}" for c in commands)
+    codes = ", ".join(sorted({r.get("code", "not recorded") for r in results}))
     write_text(stem.with_suffix(".md"), f"# {title or 's²Meta scenarios on ' + results[0]['dataset']}\n\n"
-               f"Produced by\n\n{cmd}\n\n"
+               f"Produced by\n\n{cmd}\n\n(code: {codes})\n\n"
                f"Meta-test scenarios ({results[0]['test']['tasks']} per seed, attribute `{d['attribute']}`); "
                f"mean ± std over seeds {', '.join(map(str, seeds))} (each seed draws its own scenario split); "
                "Recall@K over all items of each scenario (the user's training items excluded), averaged over the "

@@ -262,6 +262,7 @@ def cmd_seqrec(args, extra) -> None:
     from metarec.commands import parse_learner_entry
     from metarec.config import parse_override_args
     from metarec.data.registry import load_dataset
+    from metarec.io import code_version
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     load_plugins()
@@ -283,6 +284,7 @@ def cmd_seqrec(args, extra) -> None:
     st = data.stats()
     print(f"{args.dataset}: T = {st['T']}, {st['new_users']} new users ({st['new_user_share']:.1%}), "
           f"{len(data.train)}/{full_train} meta-train, {len(data.valid)} meta-valid, {len(data.test)} meta-test tasks")
+    version = code_version()  # the code that runs, before anything can change the working tree
     results = []
     for seed in args.seeds:
         cache: dict = {}
@@ -293,6 +295,7 @@ def cmd_seqrec(args, extra) -> None:
             run_dir = Path(args.runs_dir) / Path(args.dataset).name / f"{label}-s{seed}{tag}" if args.runs_dir else None
             res = METHODS[name].run(data, seed, run_dir, not args.quiet, {**over, **own}, cache)
             res["method"] = label
+            res["code"] = version
             results.append(res)
             print(f"seed {seed} {label}: " + "  ".join(f"{k} {res['test'][k]:.4f}" for k in
                                                        ("recall@10", "mrr@10", "ndcg@10", "recall@20"))
@@ -309,10 +312,12 @@ def _write(args, commands: str, st: dict, results: list[dict]) -> None:
         return
     stem = Path(args.out)
     seeds = sorted({r["seed"] for r in results})
+    codes = ", ".join(sorted({r.get("code", "not recorded") for r in results}))
     proto = "\n".join(f"- {k}: {v}" for k, v in st.items() if not k.startswith(("train.", "valid.", "test.")))
     write_text(stem.with_suffix(".md"),
                f"# Cold-start sequential recommendation on {st['dataset']} (MML protocol)\n\n"
-               f"Command(s): {commands}\n\nMeta-test = the new users (first interaction at or after T); full "
+               f"Command(s): {commands}\n\nCode: {codes}\n\n"
+               "Meta-test = the new users (first interaction at or after T); full "
                f"ranking over all {st['items']} items (only a row's own history prefix is excluded); mean ± std over "
                f"seeds {', '.join(map(str, seeds))}; models selected on meta-valid (the old users who arrived "
                f"last). `train s`: wall-clock seconds of training and model selection per seed, on a shared "

@@ -188,13 +188,14 @@ def test_merge_command(tmp_path):
                 "scenarios": {"attribute": "genres"},
                 "test": {"recall@10": v, "recall@20": v, "recall@50": v, "tasks": 2}}
 
-    (tmp_path / "a.json").write_text(json.dumps({"commands": ["metarec a"], "results": [res("X", 0, 0.1),
-                                                                                       res("Y", 0, 0.5)]}))
+    (tmp_path / "a.json").write_text(json.dumps({"commands": ["metarec a"], "results": [
+        {**res("X", 0, 0.1), "code": "abc123"}, res("Y", 0, 0.5)]}))
     (tmp_path / "b.json").write_text(json.dumps({"commands": ["metarec b"], "results": [res("X", 1, 0.3)]}))
     assert main(["scenario", "merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--labels", "X",
                  "--out", str(tmp_path / "m")]) == 0
     md = (tmp_path / "m.md").read_text()
     assert "0.2000 ± 0.1000" in md and "metarec a" in md and "metarec b" in md and "| Y" not in md
+    assert "(code: abc123, not recorded)" in md  # each run's commit; b's record predates the field
     assert len(json.loads((tmp_path / "m.json").read_text())["results"]) == 2
 
 

@@ -19,6 +19,8 @@ def _tiny_dir(tmp_path):
 
 
 def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
+    from metarec.io import code_version
+
     out = tmp_path / "res" / "tiny"
     rc = main(["seqrec", "--dataset", _tiny_dir(tmp_path), "--methods", "sasrec", "ptft@model.finetune.steps=1",
                "--out", str(out), *ARGS, "--model.sasrec.dim=16", "--model.sasrec.inner=16"])
@@ -28,6 +30,7 @@ def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
     blob = json.loads(out.with_suffix(".json").read_text())
     assert [r["method"] for r in blob["results"]] == ["sasrec", "ptft@model.finetune.steps=1"]
     assert blob["protocol"]["new_users"] > 0 and 0 <= blob["results"][0]["test"]["ndcg@10"] <= 1
+    assert all(r["code"] == code_version() for r in blob["results"]) and f"Code: {code_version()}" in md
     # PT-FT reused the sasrec pre-training of the same seed and chose its rate on meta-valid
     assert blob["results"][1]["best_epoch"] == blob["results"][0]["best_epoch"]
     assert set(blob["results"][1]["finetune_lr_selection"]) == {"0.001", "0.01", "0.1", "1.0"}
