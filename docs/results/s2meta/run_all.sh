@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# s²Meta (issue 5) on ml-100k: the comparison, the Table 4 ablations, the mapping/interaction analysis (5.4) and
-# the learning process of Figure 2. One `scenario compare` per seed (run in parallel), then merged tables.
-# About 1.5 CPU-hours per seed on the shared 2-core machine (s2meta variants dominate).
+# s²Meta (issue 5) on one dataset: the comparison, the Table 4 ablations, the mapping/interaction analysis (5.4)
+# and the learning process of Figure 2. One `scenario compare` per seed (run in parallel), then merged tables.
+# ml-1m: 67 minutes wall for the three seeds on 2 cores (about 35 CPU-minutes per seed; s2meta variants dominate).
+# The analyses that read the saved models (README.md): benchmarks/s2meta_steps.py, and the ml-1m budget check.
 # Usage: bash docs/results/s2meta/run_all.sh [DATASET]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
