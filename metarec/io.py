@@ -67,6 +67,12 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def record_codes(results: list[dict]) -> str:
+    """The distinct commits (``code``) of some result records, for a table's header; records from before the
+    field existed count as "not recorded"."""
+    return ", ".join(sorted({r.get("code", "not recorded") for r in results}))
+
+
 def code_version() -> str:
     """The git commit of the running metarec code (``+dirty`` if its sources differ from it), or "unknown"
     outside a git checkout: recorded with every results file so a number can be traced to its code."""

@@ -35,7 +35,7 @@ from metarec.config import apply_overrides, config_from_dict
 from metarec.data.registry import load_dataset
 from metarec.engine.train import TrainConfig, fit
 from metarec.errors import MetarecError
-from metarec.io import write_json, write_text
+from metarec.io import code_version, record_codes, write_json, write_text
 from metarec.learners.base import Context, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.mf import MFConfig, pretrained_embeddings
@@ -303,8 +303,6 @@ def summary_table(results: list[dict], metrics=METRICS) -> str:
 
 
 def cmd_compare(args, extra) -> None:
-    from metarec.io import code_version
-
     over = _overrides(args, extra)
     version = code_version()  # the code that runs, before anything can change the working tree
     results = []
@@ -336,7 +334,7 @@ def write_tables(stem: Path, commands: list[str], results: list[dict], title: st
     d = results[0]["scenarios"]
     seeds = sorted({r["seed"] for r in results})
     cmd = "\n".join(f"    {c}" for c in commands)
-    codes = ", ".join(sorted({r.get("code", "not recorded") for r in results}))
+    codes = record_codes(results)
     write_text(stem.with_suffix(".md"), f"# {title or 's²Meta scenarios on ' + results[0]['dataset']}\n\n"
                f"Produced by\n\n{cmd}\n\n(code: {codes})\n\n"
                f"Meta-test scenarios ({results[0]['test']['tasks']} per seed, attribute `{d['attribute']}`); "

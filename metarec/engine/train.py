@@ -74,7 +74,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         opt.load_state_dict(ck["optim"])
         state = ck["state"]
         torch.set_rng_state(ck["torch_rng"])
-    resumed_seconds = state.get("seconds", 0.0)
+        state.setdefault("seconds", 0.0)  # checkpoints written before the field
+    resumed_seconds = state["seconds"]
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
         epoch, t_epoch = state["epoch"], time.perf_counter()
@@ -104,7 +105,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             state["bad"] += 1
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
         state["epoch"] = epoch + 1
-        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - t_epoch
+        state["seconds"] += time.perf_counter() - t_epoch
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}  valid {cfg.select} "
                        f"{valid[cfg.select]:.4f}{'  *' if improved else ''}")

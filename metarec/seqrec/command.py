@@ -304,7 +304,7 @@ def cmd_seqrec(args, extra) -> None:
 
 
 def _write(args, commands: str, st: dict, results: list[dict]) -> None:
-    from metarec.io import write_json, write_text
+    from metarec.io import record_codes, write_json, write_text
 
     table = results_table(results)
     print(table)
@@ -312,7 +312,7 @@ def _write(args, commands: str, st: dict, results: list[dict]) -> None:
         return
     stem = Path(args.out)
     seeds = sorted({r["seed"] for r in results})
-    codes = ", ".join(sorted({r.get("code", "not recorded") for r in results}))
+    codes = record_codes(results)
     proto = "\n".join(f"- {k}: {v}" for k, v in st.items() if not k.startswith(("train.", "valid.", "test.")))
     write_text(stem.with_suffix(".md"),
                f"# Cold-start sequential recommendation on {st['dataset']} (MML protocol)\n\n"
