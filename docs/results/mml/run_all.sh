@@ -26,15 +26,18 @@ add() {  # add OUT ARGS...: one `metarec seqrec` process, skipped when OUT.json 
   [ -f "$R/$out.json" ] || jobs+=("OMP_NUM_THREADS=1 $M seqrec --dataset $D $* --brief-json --quiet --out $R/$out \
 > runs/logs/$out.log 2>&1")
 }
-for s in 0 1 2; do  # sasrec and ptft in one process: PT-FT fine-tunes SASRec's pretraining
-  add "${D}_sasrec-ptft_s$s" --methods sasrec ptft --seeds $s
-  for m in gru4rec full sml cbml; do add "${D}_${m}_s$s" --methods $m --seeds $s; done
-done
-for s in 0 1 2; do  # mml, mml-nogen and mml-nofusion share stage 1 (and mml/mml-nofusion stage 2) in one process
-  add "${D}_mml-group_s$s" --max-len 15 --methods mml mml-nogen mml-nofusion --seeds $s $MML_BUDGET
-  for m in mml-main mml-id ptft-mml; do add "${D}_${m}_s$s" --max-len 15 --methods $m --seeds $s $MML_BUDGET; done
-  add "${D}_base15_s$s" --max-len 15 --methods sasrec ptft --seeds $s --train.epochs=30 --train.patience=5
-done
+baselines() {  # sasrec and ptft in one process: PT-FT fine-tunes SASRec's pretraining
+  add "${D}_sasrec-ptft_s$1" --methods sasrec ptft --seeds $1
+  for m in gru4rec full sml cbml; do add "${D}_${m}_s$1" --methods $m --seeds $1; done
+}
+mml_jobs() {  # mml, mml-nogen and mml-nofusion share stage 1 (and mml/mml-nofusion stage 2) in one process
+  add "${D}_mml-group_s$1" --max-len 15 --methods mml mml-nogen mml-nofusion --seeds $1 $MML_BUDGET
+  for m in mml-main mml-id ptft-mml; do add "${D}_${m}_s$1" --max-len 15 --methods $m --seeds $1 $MML_BUDGET; done
+  add "${D}_base15_s$1" --max-len 15 --methods sasrec ptft --seeds $1 --train.epochs=30 --train.patience=5
+}
+# order: seed 0 complete first (its MML rows and the curve's reuse come from it), then the other baselines, then
+# MML's seeds 1 and 2, so that a run stopped part way leaves whole tables rather than a bit of everything
+baselines 0; mml_jobs 0; baselines 1; baselines 2; mml_jobs 1; mml_jobs 2
 if [ ${#jobs[@]} -gt 0 ]; then
   printf '%s\0' "${jobs[@]}" | xargs -0 -P "$LANES" -I{} bash -c '{} || { echo "failed (see its log): {}"; exit 1; }'
 fi
