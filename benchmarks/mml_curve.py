@@ -2,7 +2,7 @@
 
 Run (ml-100k, what docs/results/mml/ holds):
 ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_curve.py --dataset ml-100k --max-len 15 --fracs 0.25 0.5
---methods mml ptft-mml --seeds 0 --out docs/results/mml [--reuse docs/results/mml/ml-100k.json] [key=value ...]``
+--methods mml ptft-mml --seeds 0 --out docs/results/mml [--reuse RESULTS.json ...] [key=value ...]``
 (docs/results/mml/README.md has the exact command and overrides used).
 
 The protocol (T, meta-valid, meta-test) is fixed; only the meta-train tasks are subsampled (a seeded share,
@@ -36,7 +36,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--out", default="docs/results/mml")
     ap.add_argument("--max-len", type=int, default=50, help="the protocol's max_len (meta-train window length)")
-    ap.add_argument("--reuse", help="a `metarec seqrec` results JSON whose runs give the fraction-1.0 points")
+    ap.add_argument("--reuse", nargs="+", default=[],
+                    help="`metarec seqrec` results JSONs (a merged table or per-job records) whose runs give the "
+                         "fraction-1.0 points")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = ap.parse_args(argv)
@@ -53,12 +55,12 @@ def main(argv=None) -> None:
                   dataset=args.dataset, max_len=args.max_len, fracs=args.fracs, methods=args.methods,
                   seeds=args.seeds, overrides=over)
     done = {(r["method"], r["frac"], r["seed"]) for r in record["runs"]}
-    if args.reuse:
-        for r in json.loads(Path(args.reuse).read_text())["results"]:
+    for src in args.reuse:
+        for r in json.loads(Path(src).read_text())["results"]:
             key = (r["method"], 1.0, r["seed"])
             if r["method"] in args.methods and r["seed"] in args.seeds and key not in done:
                 record["runs"].append({"method": r["method"], "frac": 1.0, "seed": r["seed"], "test": r["test"],
-                                       "train_seconds": r["train_seconds"], "reused": args.reuse})
+                                       "train_seconds": r["train_seconds"], "reused": src})
                 done.add(key)
     data = make_seq_protocol(load_dataset(args.dataset), SeqProtocolConfig(max_len=args.max_len))
     for frac in args.fracs:
