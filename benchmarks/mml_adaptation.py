@@ -78,7 +78,8 @@ def main(argv=None) -> None:
         "Meta-valid / test NDCG@10 and test Recall@10 of saved models (selected on meta-valid when trained) under "
         "other local updates at meta-test; (5, 0.001) is the trained setting and reproduces the recorded numbers.", "",
         markdown_table(["run", "steps", "lr", "valid ndcg@10", "test ndcg@10", "test recall@10"], rows), "",
-        "Stage-1 history (training BPR loss on the query prefixes, meta-valid NDCG@10) per meta-epoch:", "",
+        "Stage-1 history per epoch: training BPR loss (MAML variants: of the query prefix under the adapted "
+        "weights, summed over the group's learners; ptft-mml: of every prefix) and meta-valid NDCG@10:", "",
         markdown_table(["run", "epoch", "train loss", "valid ndcg@10"], hist), ""]))
     print(f"wrote {out}/adaptation_{args.dataset}.{{json,md}}")
 
