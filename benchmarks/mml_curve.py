@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarec.io import write_json
+from metarec.io import code_version, write_json
 from metarec.seqrec.command import METHODS, load_plugins
 
 
@@ -60,8 +60,10 @@ def main(argv=None) -> None:
             key = (r["method"], 1.0, r["seed"])
             if r["method"] in args.methods and r["seed"] in args.seeds and key not in done:
                 record["runs"].append({"method": r["method"], "frac": 1.0, "seed": r["seed"], "test": r["test"],
-                                       "train_seconds": r["train_seconds"], "reused": src})
+                                       "train_seconds": r["train_seconds"], "reused": src,
+                                       "code": r.get("code", "not recorded")})
                 done.add(key)
+    code = code_version()  # taken at the start, like every record's
     data = make_seq_protocol(load_dataset(args.dataset), SeqProtocolConfig(max_len=args.max_len))
     for frac in args.fracs:
         for seed in args.seeds:
@@ -73,7 +75,7 @@ def main(argv=None) -> None:
                 res = METHODS[name].run(sub, seed, None, not args.quiet, over, {})
                 record["runs"].append({"method": name, "frac": frac, "seed": seed, "train_tasks": len(sub.train),
                                        "test": res["test"], "valid": res["valid"],
-                                       "train_seconds": time.perf_counter() - t0})
+                                       "train_seconds": time.perf_counter() - t0, "code": code})
                 done.add((name, frac, seed))
                 write_json(path, record)
                 print(f"{name} frac {frac} seed {seed}: recall@10 {res['test']['recall@10']:.4f} "
