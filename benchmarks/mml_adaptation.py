@@ -1,6 +1,8 @@
-"""Does MML's meta-test adaptation matter, and does its stage 1 converge? For saved MML-family models: meta-valid
-and test NDCG@10 / Recall@10 with the local update as trained (5 steps at 1e-3), with no local step, and with larger
-local steps; plus each model's stage-1 history (training BPR loss and meta-valid NDCG@10 per meta-epoch).
+"""Does MML's meta-test adaptation matter, does its learned fusion, and does its stage 1 converge? For saved
+MML-family models: meta-valid and test NDCG@10 / Recall@10 with the local update as trained (5 steps at 1e-3), with
+no local step, with larger local steps, and (models with a trained fusion layer) with the average of the learners'
+normalised scores instead of the fusion layer (No-Fusion's rule); plus each model's stage-1 history (training BPR
+loss and meta-valid NDCG@10 per meta-epoch).
 
 Run (after `bash docs/results/mml/run_all.sh ml-1m` and the 30-epoch mml-main run of README.md):
 ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_adaptation.py --dataset ml-1m --max-len 15
@@ -23,7 +25,8 @@ import torch
 from metarec.io import code_version, write_json, write_text
 from metarec.report import markdown_table
 
-SETTINGS = ((5, 1e-3), (0, 1e-3), (5, 1e-2), (20, 1e-2))  # (steps, lr); the first is the trained one
+SETTINGS = ((5, 1e-3, "as trained"), (0, 1e-3, "as trained"), (5, 1e-2, "as trained"), (20, 1e-2, "as trained"),
+            (5, 1e-3, "average"))  # (steps, lr, fusion); the first is the trained setting
 
 
 def stage1_history(run_dir: Path) -> list[dict]:
@@ -54,16 +57,20 @@ def main(argv=None) -> None:
     rows = []
     for run in map(Path, args.runs):
         entry = {"run": str(run), "history": stage1_history(run), "settings": []}
-        for steps, lr in SETTINGS:
+        for steps, lr, fusion in SETTINGS:
             method, _ = load_seq_method(run / "model.pt")
+            if fusion == "average":
+                if not bool(method.ready[1]):
+                    continue  # no fusion layer to replace (mml-nofusion, single learners)
+                method.ready[1] = False  # the learners' normalised scores averaged, as No-Fusion ranks
             method.config = dataclasses.replace(method.config,
                                                 inner=dataclasses.replace(method.config.inner, steps=steps, lr=lr))
-            res = {"steps": steps, "lr": lr}
+            res = {"steps": steps, "lr": lr, "fusion": fusion}
             for part in ("valid", "test"):
                 m = evaluate_seq(method, getattr(data, part), data.n_items)
                 res[part] = {k: m[k] for k in ("ndcg@10", "recall@10")}
             entry["settings"].append(res)
-            rows.append([run.name, steps, lr, f"{res['valid']['ndcg@10']:.4f}", f"{res['test']['ndcg@10']:.4f}",
+            rows.append([run.name, steps, lr, fusion, f"{res['valid']['ndcg@10']:.4f}", f"{res['test']['ndcg@10']:.4f}",
                          f"{res['test']['recall@10']:.4f}"])
             print(rows[-1], flush=True)
         entry["method"] = method.name
@@ -76,8 +83,10 @@ def main(argv=None) -> None:
         f"# MML's local update and stage-1 convergence on {args.dataset}", "",
         f"Command: `{record['command']}`", "", f"Code: {record['code']}", "",
         "Meta-valid / test NDCG@10 and test Recall@10 of saved models (selected on meta-valid when trained) under "
-        "other local updates at meta-test; (5, 0.001) is the trained setting and reproduces the recorded numbers.", "",
-        markdown_table(["run", "steps", "lr", "valid ndcg@10", "test ndcg@10", "test recall@10"], rows), "",
+        "other local updates or fusion rules at meta-test; (5, 0.001, as trained) is the trained setting and "
+        "reproduces the recorded numbers. `average`: the fusion layer replaced by the average of the learners' "
+        "normalised scores (models with a trained fusion layer only).", "",
+        markdown_table(["run", "steps", "lr", "fusion", "valid ndcg@10", "test ndcg@10", "test recall@10"], rows), "",
         "Stage-1 history per epoch: training BPR loss (MAML variants: of the query prefix under the adapted "
         "weights, summed over the group's learners; ptft-mml: of every prefix) and meta-valid NDCG@10:", "",
         markdown_table(["run", "epoch", "train loss", "valid ndcg@10"], hist), ""]))
