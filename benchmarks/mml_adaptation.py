@@ -45,6 +45,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", nargs="+", required=True, help="run folders holding model.pt (and checkpoint-stage1.pt)")
     ap.add_argument("--out", default="docs/results/mml")
     args = ap.parse_args(argv)
+    missing = [r for r in args.runs if not (Path(r) / "model.pt").is_file()]
+    if missing:
+        sys.exit(f"error: no model.pt in {', '.join(missing)} (run folders are under runs/seqrec/DATASET/)")
 
     from metarec.data.registry import load_dataset
     from metarec.seqrec.evaluate import evaluate_seq
