@@ -5,8 +5,10 @@
 # Resumable: every job writes its own results file under docs/results/mml/runs/ and is skipped once that file
 # exists; a killed job resumes from its per-epoch checkpoints under runs/seqrec/ (`train s` then counts the
 # finished epochs of the earlier processes too). Needs `make setup-mml` (the MiniLM text features).
-# Cost on the 2-core machine: ml-1m about 1.8 CPU-hours per seed for the six baselines (measured on seed 0) and,
-# at MML's reduced budget below, about 4 for the MML variants (an estimate, see README.md); ml-100k much less.
+# Cost on the 2-core machine, ml-1m: about 1.8 CPU-hours per seed for the six baselines (measured on seed 0); at
+# MML's reduced budget below, the five MML jobs of a seed took 80 and 95 minutes of summed `train s` on seeds 0
+# and 1 with 2-4 jobs sharing the 2 cores (about 1 CPU-hour; one stage-1 meta-epoch 2.4 CPU-minutes for one
+# learner, about 4.5 for the group). ml-100k much less.
 # The ml-100k tables in this folder were made by the commands in README.md (same protocol and budget; the
 # MML table's per-seed runs were stopped and recovered by hand, hence their longer record).
 set -euo pipefail
