@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarec.io import code_version, write_json
+from metarec.io import code_version, record_code, write_json
 from metarec.seqrec.command import METHODS, load_plugins
 
 
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
             if r["method"] in args.methods and r["seed"] in args.seeds and key not in done:
                 record["runs"].append({"method": r["method"], "frac": 1.0, "seed": r["seed"], "test": r["test"],
                                        "train_seconds": r["train_seconds"], "reused": src,
-                                       "code": r.get("code", "not recorded")})
+                                       "code": record_code(r)})
                 done.add(key)
     code = code_version()  # taken at the start, like every record's
     data = make_seq_protocol(load_dataset(args.dataset), SeqProtocolConfig(max_len=args.max_len))

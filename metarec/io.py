@@ -67,10 +67,14 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def record_code(result: dict) -> str:
+    """The commit (``code``) of one result record; "not recorded" for records from before the field existed."""
+    return result.get("code", "not recorded")
+
+
 def record_codes(results: list[dict]) -> str:
-    """The distinct commits (``code``) of some result records, for a table's header; records from before the
-    field existed count as "not recorded"."""
-    return ", ".join(sorted({r.get("code", "not recorded") for r in results}))
+    """The distinct commits of some result records (:func:`record_code`), for a table's header."""
+    return ", ".join(sorted({record_code(r) for r in results}))
 
 
 def code_version() -> str:

