@@ -7,7 +7,7 @@ loss and meta-valid NDCG@10 per meta-epoch).
 Run (after `bash docs/results/mml/run_all.sh ml-1m` and the 30-epoch mml-main run of README.md):
 ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_adaptation.py --dataset ml-1m --max-len 15
 --runs runs/seqrec/ml-1m/mml-s0-of3de38b1 runs/seqrec/ml-1m/mml-main-s0-of3de38b1 ...``
-Writes docs/results/mml/adaptation_<dataset>.{json,md}.
+Writes docs/results/mml/adaptation_<dataset>.{json,md} (``--out`` folder, ``--name`` file stem).
 
 Nothing is selected here: the models were selected on meta-valid when trained; this reads their valid and test
 numbers under other local updates to explain the tables. The (5, 1e-3) row reproduces the recorded numbers.
@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-len", type=int, default=15)
     ap.add_argument("--runs", nargs="+", required=True, help="run folders holding model.pt (and checkpoint-stage1.pt)")
     ap.add_argument("--out", default="docs/results/mml")
+    ap.add_argument("--name", help="file stem under --out (default adaptation_DATASET)")
     args = ap.parse_args(argv)
     missing = [r for r in args.runs if not (Path(r) / "model.pt").is_file()]
     if missing:
@@ -78,11 +79,11 @@ def main(argv=None) -> None:
             print(rows[-1], flush=True)
         entry["method"] = method.name
         record["models"].append(entry)
-    out = Path(args.out)
-    write_json(out / f"adaptation_{args.dataset}.json", record)
+    out = str(Path(args.out) / (args.name or f"adaptation_{args.dataset}"))
+    write_json(Path(out + ".json"), record)
     hist = [[e["run"].rsplit("/", 1)[-1], h["epoch"], h["train_loss"], h["valid_ndcg@10"]]
             for e in record["models"] for h in e["history"]]
-    write_text(out / f"adaptation_{args.dataset}.md", "\n".join([
+    write_text(Path(out + ".md"), "\n".join([
         f"# MML's local update and stage-1 convergence on {args.dataset}", "",
         f"Command: `{record['command']}`", "", f"Code: {record['code']}", "",
         "Meta-valid / test NDCG@10 and test Recall@10 of saved models (selected on meta-valid when trained) under "
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
         "Stage-1 history per epoch: training BPR loss (MAML variants: of the query prefix under the adapted "
         "weights, summed over the group's learners; ptft-mml: of every prefix) and meta-valid NDCG@10:", "",
         markdown_table(["run", "epoch", "train loss", "valid ndcg@10"], hist), ""]))
-    print(f"wrote {out}/adaptation_{args.dataset}.{{json,md}}")
+    print(f"wrote {out}.{{json,md}}")
 
 
 if __name__ == "__main__":
