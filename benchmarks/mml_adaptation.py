@@ -33,7 +33,7 @@ def stage1_history(run_dir: Path) -> list[dict]:
     path = run_dir / "checkpoint-stage1.pt"
     if not path.is_file():
         return []
-    state = torch.load(path, map_location="cpu", weights_only=False)["state"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state"]
     return [{"epoch": h["epoch"], "train_loss": round(h["train_loss"], 4), "valid_ndcg@10": round(h["ndcg@10"], 4)}
             for h in state["history"]]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def cmd_train(args, extra) -> None:
 
     run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, _overrides(args, extra))
     out = Path(args.out or f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}")
-    res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet)
+    res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet, restart=args.restart)
     print(f"{args.learner} on {args.dataset} {args.protocol} ({args.view}), seed {args.seed}: best epoch "
           f"{res['best_epoch']}, {res['train_seconds']:.1f} s")
     print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
@@ -61,6 +62,7 @@ def cmd_evaluate(args, extra) -> None:
     import torch
 
     from metarec.config import config_from_dict
+    from metarec.data.types import data_fingerprint
     from metarec.learners.base import load_learner
     from metarec.pipeline import RunConfig, evaluator, prepare
 
@@ -69,12 +71,23 @@ def cmd_evaluate(args, extra) -> None:
         path = path / "model.pt"
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
+    learner, extra_info = load_learner(path)  # one-line MetarecError for anything but a metarec model file
+    rc = extra_info.get("run_config") if isinstance(extra_info, dict) else None
+    if not isinstance(rc, dict) or "scenarios" in rc or "split" not in rc:
+        raise MetarecError(f"{path}: not a model of `metarec train` (a scenario model evaluates with "
+                           "`metarec scenario evaluate`)")
     try:
-        learner, extra_info = load_learner(path)
-    except (RuntimeError, KeyError, EOFError, OSError) as e:
-        raise MetarecError(f"{path}: not a metarec model file ({str(e).splitlines()[0][:100]})") from None
-    run = config_from_dict(RunConfig, extra_info["run_config"])
+        run = config_from_dict(RunConfig, rc)
+    except TypeError as e:
+        raise MetarecError(f"{path}: its run config is not one of this version ({e})") from None
     prep = prepare(run)
+    recorded = extra_info.get("data_fingerprint")
+    if recorded is not None and recorded != data_fingerprint(prep.dataset):
+        if not args.allow_changed_data:
+            raise MetarecError(f"{path}: the data of {run.dataset} changed since this model was trained; "
+                               "use --allow-changed-data to evaluate it anyway")
+        print(f"metarec: warning: the data of {run.dataset} changed since this model was trained",
+              file=sys.stderr)
     with torch.no_grad():
         res = evaluator(run, prep)(learner, getattr(prep, args.part))
     print(f"{run.learner} on {run.dataset} {run.split.protocol} ({run.view}), meta-{args.part}:")
@@ -290,12 +303,16 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json")
     _add_run_args(s)
     s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED)")
+    s.add_argument("--restart", action="store_true",
+                   help="discard OUT's checkpoint and train from scratch (default: resume it if its settings match)")
     s.set_defaults(func=cmd_train, takes_overrides=True)
 
     s = sub.add_parser("evaluate", help="evaluate a saved model on its split's meta-test (or -valid) tasks")
     s.add_argument("checkpoint", help="a model.pt written by `metarec train` (or its directory)")
     s.add_argument("--part", default="test", choices=["test", "valid"])
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    s.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate even if the data's fingerprint differs from the one recorded at training")
     s.set_defaults(func=cmd_evaluate, takes_overrides=False)
 
     s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON")

@@ -91,3 +91,68 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def plain(obj):
+    """``obj`` with every non-tensor value made plain data that ``torch.load(weights_only=True)`` accepts and
+    JSON could hold: dataclasses as dicts, numpy scalars and arrays as numbers and lists, paths as strings.
+    Tensors, dicts, lists, tuples, str, int, float, bool and None are kept."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return plain(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return type(obj)((k, plain(v)) for k, v in obj.items()) if type(obj) is not dict \
+            else {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in a model or checkpoint file")
+
+
+def save_torch(path: Path, blob: dict) -> None:
+    """Write ``blob`` (tensors and plain data, see :func:`plain`) with ``torch.save``, atomically."""
+    import torch
+
+    blob = plain(blob)
+    with atomic_path(Path(path)) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_torch(path: Path, what: str = "model") -> dict:
+    """Read a file written by :func:`save_torch` with ``torch.load(weights_only=True)``: tensors and plain data
+    only, so nothing in the file can run code. Anything else (a pickle of other objects, garbage, a truncated
+    file, not a dict) raises a one-line :class:`MetarecError`."""
+    import pickle
+
+    import torch
+
+    from metarec.errors import MetarecError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MetarecError(f"{path}: no such {what} file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = ("it holds objects other than tensors and plain data, refused unread"
+                  if "Weights only load failed" in str(e) else str(e).splitlines()[0][:100])
+        raise MetarecError(f"{path}: not a metarec {what} file ({reason})") from None
+    except Exception as e:  # noqa: BLE001 - garbage bytes raise many kinds (RuntimeError, EOFError, ...)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:100]
+        raise MetarecError(f"{path}: not a metarec {what} file ({type(e).__name__}: {first})") from None
+    if not isinstance(blob, dict):
+        raise MetarecError(f"{path}: not a metarec {what} file (holds a {type(blob).__name__}, not a mapping)")
+    return blob

@@ -12,8 +12,9 @@ import torch
 from metarec.config import apply_overrides
 from metarec.data.features import FeatureSpace, fit_features
 from metarec.data.registry import load_dataset
-from metarec.data.types import to_implicit
-from metarec.engine.train import TrainConfig, fit
+from metarec.data.types import data_fingerprint, to_implicit
+from metarec.engine.train import TrainConfig, fingerprint, fit
+from metarec.engine.train import run_identity as run_identity_of
 from metarec.errors import MetarecError
 from metarec.evaluation.evaluate import evaluate_ranking, evaluate_rating
 from metarec.io import write_json
@@ -120,15 +121,25 @@ def evaluator(run: RunConfig, prep: Prepared):
     return lambda learner, tasks: evaluate_ranking(learner, tasks, prep.candidates)
 
 
+def run_identity(run: RunConfig, learner_cfg, prep: Prepared) -> dict:
+    """What determines a run besides its training config (``fit`` adds that): the run and learner configs,
+    the data's content fingerprint and the split. A checkpoint resumes, and a model file evaluates, only
+    against the same."""
+    return {"run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(learner_cfg),
+            "data": data_fingerprint(prep.dataset), "split": prep.split.describe()}
+
+
 def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None, progress: bool = True,
-                       prep: Prepared | None = None, pretrained: dict | None = None) -> dict:
+                       prep: Prepared | None = None, pretrained: dict | None = None, restart: bool = False) -> dict:
     """Fit on meta-train (selecting on meta-valid), evaluate on meta-test, optionally write the files.
 
     ``pretrained``: a dict shared across calls (``metarec compare``) in which learners trained without
     adaptation (``train_mode="pooled"``) keep their fitted weights, keyed by everything that determines
     them; ``noadapt`` and ``ptft`` then share one pretraining, as PT-FT's definition implies.
+    ``restart``: discard a checkpoint in ``out_dir`` instead of resuming from it (it must match the run).
     """
     prep = prep or prepare(run)
+    identity = run_identity(run, learner_cfg, prep) if out_dir is not None else None
     spec = LEARNERS[run.learner]
     torch.manual_seed(run.train.seed)  # the initialisation depends on the seed only, not on earlier runs
     learner = spec.cls(prep.ctx, learner_cfg)
@@ -144,7 +155,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     elif learner.meta_trained:
         ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
         fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
-                     checkpoint=ckpt, progress=progress)
+                     checkpoint=ckpt, progress=progress, identity=identity, restart=restart)
         if pretrained is not None and pooled:
             pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
     else:
@@ -162,6 +173,8 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg),
                                                   "vocabularies": prep.features.to_dict(),
                                                   "user_ids": prep.dataset.users["raw_id"].tolist(),
-                                                  "item_ids": prep.dataset.items["raw_id"].tolist()})
+                                                  "item_ids": prep.dataset.items["raw_id"].tolist(),
+                                                  "data_fingerprint": identity["data"],
+                                                  "fingerprint": fingerprint(run_identity_of(run.train, identity))})
         write_json(out_dir / "results.json", result)
     return result

@@ -33,6 +33,7 @@ import torch
 
 from metarec.config import apply_overrides, config_from_dict
 from metarec.data.registry import load_dataset
+from metarec.data.types import data_fingerprint
 from metarec.engine.train import TrainConfig, fit
 from metarec.errors import MetarecError
 from metarec.io import code_version, record_codes, write_json, write_text
@@ -196,7 +197,11 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
         if learner.meta_trained:
             tasks = pooled_tasks(data, run, "scenarios") if getattr(lcfg, "train_mode", "") == "pooled" \
                 else data.train * run.repeat
-            fitted = fit(learner, tasks, valid_fn, run.train, checkpoint=ckpt, progress=progress)
+            identity = None if ckpt is None else {
+                "run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(lcfg),
+                "data": data_fingerprint(data.dataset),
+                "scenarios": data.describe()}
+            fitted = fit(learner, tasks, valid_fn, run.train, checkpoint=ckpt, progress=progress, identity=identity)
         else:
             learner.fit_direct(data.training_frame())
             fitted = {"history": [], "best_epoch": 0, "best": valid_fn(learner)}
@@ -260,7 +265,14 @@ def load_run(path: Path):
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
     learner, extra = load_learner(path)
-    return learner, config_from_dict(ScenarioRunConfig, extra["run_config"])
+    rc = extra.get("run_config") if isinstance(extra, dict) else None
+    if not isinstance(rc, dict) or "scenarios" not in rc:
+        raise MetarecError(f"{path}: not a model of `metarec scenario train` (a `metarec train` model evaluates "
+                           "with `metarec evaluate`)")
+    try:
+        return learner, config_from_dict(ScenarioRunConfig, rc)
+    except TypeError as e:
+        raise MetarecError(f"{path}: its run config is not one of this version ({e})") from None
 
 
 def cmd_evaluate(args, extra) -> None:

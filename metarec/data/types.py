@@ -70,6 +70,17 @@ class Dataset:
         ]
 
 
+def data_fingerprint(ds: Dataset) -> str:
+    """sha256 of a dataset's content (interactions, users, items, view): equal data, equal fingerprint."""
+    import hashlib
+
+    h = hashlib.sha256(f"{ds.name}|{ds.implicit}".encode())
+    for df in (ds.inter, ds.users, ds.items):
+        h.update(",".join(map(str, df.columns)).encode())
+        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def to_implicit(ds: Dataset, threshold: float | None = None) -> Dataset:
     """The implicit view: interactions with rating >= ``threshold`` (all of them if None) become 1.0."""
     inter = ds.inter

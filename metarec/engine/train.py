@@ -9,7 +9,10 @@ an uninterrupted one would have done.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.errors import MetarecError
-from metarec.io import atomic_path
+from metarec.io import load_torch, plain, save_torch
 from metarec.tasks import Task, collate
 
 
@@ -36,6 +39,42 @@ class TrainConfig:
     seed: int = 0
 
 
+def run_identity(cfg: TrainConfig, identity: dict | None = None) -> dict:
+    """Everything that determines a training run: ``{"train": cfg, **identity}`` as plain data."""
+    return plain({"train": asdict(cfg), **(identity or {})})
+
+
+def fingerprint(identity: dict) -> str:
+    """sha256 of a run identity (canonical JSON: sorted keys, tuples as lists)."""
+    return hashlib.sha256(json.dumps(plain(identity), sort_keys=True).encode()).hexdigest()
+
+
+def _recorded_identity(ck: dict) -> dict:
+    if isinstance(ck.get("identity"), str):
+        try:
+            return json.loads(ck["identity"])
+        except json.JSONDecodeError:
+            pass
+    return {"train": ck.get("config")}  # checkpoints written before the run identity: the training config only
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def identity_diff(old: dict, new: dict, limit: int = 6) -> str:
+    """The keys whose values differ between two run identities, as ``key old -> new`` (at most ``limit``)."""
+    a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    shown = [f"{k} {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 def lower_is_better(metric: str) -> bool:
     return metric in ("mae", "rmse", "loss", "logloss")
 
@@ -45,7 +84,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         on_batch: Callable[[int, int], None] | None = None, *,
         collate_fn: Callable[[list[Task]], object] = collate,
         batch_loss: Callable[[object, object], torch.Tensor] | None = None,
-        params: list[torch.nn.Parameter] | None = None) -> dict:
+        params: list[torch.nn.Parameter] | None = None, identity: dict | None = None,
+        restart: bool = False) -> dict:
     """Meta-train ``learner`` on ``train_tasks``; select the epoch with the best ``valid_fn(learner)[select]``.
 
     Returns ``{"history": [...], "best_epoch": e, "best": metrics, "resumed_seconds": s}``; the learner holds
@@ -55,6 +95,10 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     Every model family uses this loop: ``collate_fn`` turns a list of tasks into a batch (default: the padded
     ``TaskBatch``), ``batch_loss(learner, batch)`` is the loss to minimise (default ``learner.meta_loss``) and
     ``params`` the parameters to optimise (default: all trainable ones).
+
+    Run identity: ``identity`` is everything besides ``cfg`` that determines the run (the caller's whole config,
+    the data's fingerprint, the split); the checkpoint records it with ``cfg`` and a run resumes only on an
+    exact match, otherwise one line names the keys that differ. ``restart`` discards an existing checkpoint.
     """
     if not train_tasks:
         raise MetarecError("no training tasks")
@@ -65,16 +109,25 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     sign = 1.0 if lower_is_better(cfg.select) else -1.0
     state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": [],
              "seconds": 0.0}
+    ident = run_identity(cfg, identity)
+    if checkpoint is not None and restart:
+        Path(checkpoint).unlink(missing_ok=True)
     if checkpoint is not None and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if ck.get("config") != asdict(cfg):
-            raise MetarecError(f"{checkpoint} was written with another training config; delete it or choose "
-                               "another output directory")
-        learner.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        state = ck["state"]
-        torch.set_rng_state(ck["torch_rng"])
+        ck = load_torch(Path(checkpoint), "checkpoint")  # weights_only: a checkpoint cannot run code
+        theirs = _recorded_identity(ck)
+        if fingerprint(theirs) != fingerprint(ident):
+            raise MetarecError(f"{Path(checkpoint).parent} holds a run with other settings: "
+                               f"{identity_diff(theirs, ident)}; use --restart or another --out")
+        try:
+            learner.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optim"])
+            state = ck["state"]
+            torch.set_rng_state(ck["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise MetarecError(f"{checkpoint}: not a checkpoint of this run ({type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0][:100]}); use --restart or another --out") from None
         state.setdefault("seconds", 0.0)  # checkpoints written before the field
+        print(f"resuming {checkpoint}: {state['epoch']} of {cfg.epochs} epochs done", file=sys.stderr, flush=True)
     resumed_seconds = state["seconds"]
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
@@ -110,9 +163,10 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}  valid {cfg.select} "
                        f"{valid[cfg.select]:.4f}{'  *' if improved else ''}")
         if checkpoint is not None:
-            with atomic_path(Path(checkpoint)) as tmp:
-                torch.save({"model": learner.state_dict(), "optim": opt.state_dict(), "state": state,
-                            "torch_rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
+            save_torch(Path(checkpoint), {"model": learner.state_dict(), "optim": opt.state_dict(), "state": state,
+                                          "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                                          "identity": json.dumps(plain(ident), sort_keys=True),
+                                          "fingerprint": fingerprint(ident)})
     if state["best_state"] is not None:
         learner.load_state_dict(state["best_state"])
     best = copy.deepcopy(state["history"][state["best_epoch"]]) if state["best_epoch"] >= 0 else {}

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from metarec.config import config_from_dict
-from metarec.io import atomic_path
+from metarec.errors import MetarecError
+from metarec.io import load_torch, save_torch
 from metarec.tasks import TaskBatch
 
 
@@ -81,8 +81,7 @@ class Learner(nn.Module):
         """One file: learner name, config, feature context (vocab codes) and weights; written atomically."""
         blob = {"learner": self.name, "config": _to_plain(self.config), "context": self.ctx.state(),
                 "state": self.state_dict(), "extra": extra or {}}
-        with atomic_path(Path(path)) as tmp:
-            torch.save(blob, tmp)
+        save_torch(Path(path), blob)
 
 
 def _to_plain(cfg):
@@ -92,13 +91,17 @@ def _to_plain(cfg):
 def load_learner(path: Path) -> tuple[Learner, dict]:
     from metarec.learners.registry import LEARNERS
 
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    spec = LEARNERS[blob["learner"]]
-    cfg = config_from_dict(spec.config_cls, blob["config"])
-    c = blob["context"]
-    ctx = Context(c["user_codes"], c["item_codes"], c["item_genre"], list(c["user_cards"]), list(c["item_cards"]),
-                  c.get("item_ids"))
-    learner = spec.cls(ctx, cfg)
-    learner.load_state_dict(blob["state"])
+    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
+    try:
+        spec = LEARNERS[blob["learner"]]
+        cfg = config_from_dict(spec.config_cls, blob["config"])
+        c = blob["context"]
+        ctx = Context(c["user_codes"], c["item_codes"], c["item_genre"], list(c["user_cards"]),
+                      list(c["item_cards"]), c.get("item_ids"))
+        learner = spec.cls(ctx, cfg)
+        learner.load_state_dict(blob["state"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise MetarecError(f"{path}: not a metarec model file ({type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:100]})") from None
     learner.eval()
-    return learner, blob["extra"]
+    return learner, blob.get("extra", {})

@@ -73,6 +73,16 @@ def _ckpt(out_dir: Path | None) -> Path | None:
     return None if out_dir is None else Path(out_dir) / "checkpoint.pt"
 
 
+def _identity(name: str, cfg, data, out_dir: Path | None) -> dict | None:
+    """What determines a sequence run besides its training config (a checkpoint resumes only on a match)."""
+    if out_dir is None:
+        return None
+    from metarec.data.types import data_fingerprint
+
+    return {"method": name, "model": asdict(cfg), "protocol": asdict(data.config),
+            "data": data_fingerprint(data.dataset), "tasks": len(data.train)}
+
+
 def _finish(name: str, seed: int, method, data, fitted: dict, t0: float, out_dir: Path | None,
             config, extra: dict | None = None) -> dict:
     from metarec.seqrec.evaluate import evaluate_seq
@@ -126,7 +136,8 @@ def _run_direct(name: str, cfg_fn, train_default: Callable):
             fitted = {**fitted, "resumed_seconds": 0.0}  # the shared training is counted by its first user
             method.load_state_dict(state)
         else:
-            fitted = fit_seq(method, tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress)
+            fitted = fit_seq(method, tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
+                             identity=_identity(name, cfg, data, out_dir))
             if cache is not None:
                 cache[key] = ({k: v.clone() for k, v in method.state_dict().items()}, fitted)
         extra = {}
@@ -157,7 +168,8 @@ def _run_cbml(data, seed: int, out_dir=None, progress=True, overrides=None, cach
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     method = CBML(data.n_items, cfg, pool=_train_pool(data.train), attrs=attrs)
-    fitted = fit_seq(method, data.train, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress)
+    fitted = fit_seq(method, data.train, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
+                     identity=_identity("cbml", cfg, data, out_dir))
     return _finish("cbml", seed, method, data, fitted, t0, out_dir, cfg)
 
 
@@ -183,7 +195,7 @@ def _run_sml(data, seed: int, out_dir=None, progress=True, overrides=None, cache
     pre_tasks = _window_tasks(early, data.config)
     method = SML(data.n_items, cfg, pool=_train_pool(data.train))
     fitted = fit_seq(method, pre_tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
-                     params=method.net.parameters())
+                     params=method.net.parameters(), identity=_identity("sml", cfg, data, out_dir))
     log = method.sequential_train(periods, progress=progress)
     fitted = {**fitted, "best": evaluate_seq(method, data.valid, data.n_items)}
     return _finish("sml", seed, method, data, fitted, t0, out_dir, cfg,

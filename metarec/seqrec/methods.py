@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from metarec.config import config_from_dict
-from metarec.io import atomic_path
+from metarec.errors import MetarecError
+from metarec.io import load_torch, save_torch
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import fast_init, flat_mean, inner_adapt, position_losses, vcall
 from metarec.seqrec.gru4rec import GRU4Rec, GRU4RecConfig
@@ -65,8 +66,7 @@ class SeqMethod(nn.Module):
         blob = {"cls": type(self).__name__, "name": self.name, "n_items": self.n_items,
                 "config": asdict(self.config) if is_dataclass(self.config) else dict(self.config),
                 "state": self.state_dict(), "extra": extra or {}}
-        with atomic_path(Path(path)) as tmp:
-            torch.save(blob, tmp)
+        save_torch(Path(path), blob)
 
 
 # class name -> (class, config class); sml.py and cbml.py add theirs
@@ -80,13 +80,17 @@ def load_seq_method(path: Path) -> tuple[SeqMethod, dict]:
 
     load_plugins()  # MML (issue 6b) registers its classes too
 
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    cls, cfg_cls = SEQ_CLASSES[blob["cls"]]
-    method = cls(blob["n_items"], config_from_dict(cfg_cls, blob["config"]), pool=blob["state"]["pool"])
-    method.name = blob["name"]
-    method.load_state_dict(blob["state"])
+    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
+    try:
+        cls, cfg_cls = SEQ_CLASSES[blob["cls"]]
+        method = cls(blob["n_items"], config_from_dict(cfg_cls, blob["config"]), pool=blob["state"]["pool"])
+        method.name = blob["name"]
+        method.load_state_dict(blob["state"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise MetarecError(f"{path}: not a metarec sequence model file ({type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:100]})") from None
     method.eval()
-    return method, blob["extra"]
+    return method, blob.get("extra", {})
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from metarec.config import apply_overrides, config_from_dict
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
 from metarec.errors import MetarecError
+from metarec.io import load_torch
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
@@ -359,7 +360,7 @@ def save_mml(model: MMLModel, path: Path, extra: dict | None = None) -> None:
 
 
 def load_mml(path: Path) -> tuple[MMLModel, dict]:
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
     cfg = config_from_dict(MMLConfig, blob["config"])
     model = MMLModel(blob["n_items"], cfg, pool=blob["state"]["pool"])
     model.name = blob["name"]

@@ -35,12 +35,13 @@ class SeqTrainConfig:
 
 
 def fit_seq(method, tasks: list[Task], valid_fn: Callable[[object], dict], cfg: SeqTrainConfig,
-            checkpoint: Path | None = None, progress: bool = True, params=None) -> dict:
+            checkpoint: Path | None = None, progress: bool = True, params=None, identity: dict | None = None) -> dict:
     """Train ``method`` on ``tasks`` with ``fit``; keep the epoch with the best ``valid_fn(method)[cfg.select]``.
 
-    ``params``: the parameters to optimise (default: every trainable parameter of ``method``).
+    ``params``: the parameters to optimise (default: every trainable parameter of ``method``); ``identity``:
+    what else determines the run (a checkpoint resumes only if it matches, see ``fit``).
     Returns ``{"history", "best_epoch" (1-based, 0 if none), "best"}``; ``method`` holds the best weights.
     """
     return fit(method, tasks, valid_fn, cfg.as_train_config(), checkpoint=checkpoint, progress=progress,
                collate_fn=collate_seq, batch_loss=lambda m, batch: m.loss(batch),
-               params=list(params) if params is not None else None)
+               params=list(params) if params is not None else None, identity=identity)

@@ -61,11 +61,11 @@ def test_killed_run_resumes_to_the_same_result(prep, tmp_path):
         run_fit(prep, checkpoint=ckpt, on_batch=crash)
     assert ckpt.is_file()
     assert not list(tmp_path.glob(".*tmp*"))  # no half-written checkpoint left behind
-    saved = torch.load(ckpt, weights_only=False)["state"]["seconds"]  # the two finished epochs' wall time
+    saved = torch.load(ckpt, weights_only=True)["state"]["seconds"]  # the two finished epochs' wall time
     learner, resumed = run_fit(prep, checkpoint=ckpt)
     assert resumed["history"] == full["history"]
     assert full["resumed_seconds"] == 0.0 and resumed["resumed_seconds"] == saved > 0  # reported in train_seconds
-    with pytest.raises(MetarecError, match="another training config"):
+    with pytest.raises(MetarecError, match="holds a run with other settings: train.epochs 4 -> 5"):
         run_fit(prep, tcfg=TrainConfig(epochs=5, meta_batch=8, lr=1e-2), checkpoint=ckpt)
 
 
