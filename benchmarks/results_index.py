@@ -46,7 +46,43 @@ def main() -> None:
              "at HEAD differs slightly from an older record. The four-state ml-1m implicit tables are not produced "
              "yet.", "",
              "Other protocols: the item warm-up tables of MetaEmb and MWUF are in [warmup/](warmup/), "
-             "s²Meta's scenario tables in [s2meta/](s2meta/), MML's sequential tables in [mml/](mml/).", ""]
+             "s²Meta's scenario tables in [s2meta/](s2meta/), MML's sequential tables in [mml/](mml/).", "",
+             "## Query-only nDCG: the gains, and what the reference code computes",
+             "",
+             "`ndcg@k` in the explicit tables is metarec's query-only nDCG with the **linear** gain: a task's"
+             " query items ordered by predicted rating, gain = true rating, discount 1/log2(i+1), IDCG from "
+             "the items sorted by true rating. Ties in the prediction are broken pessimistically (the lower "
+             "gain first, whatever the items' positions), padding is ignored, and a query shorter than k uses"
+             " all its items. `evaluate_rating(..., ndcg_gain=...)` also offers `exp` (gain 2^r - 1, reported"
+             " as `ndcg_exp@k`) and `binary_topk` (`ndcg_binary_topk@k`); values under different gains are "
+             "not comparable. The code used to call the linear gain the convention of MeLU and "
+             "RecBole-MetaRec; their code says otherwise:",
+             "- MeLU (hoyeoplee/MeLU): the official code computes no nDCG (`MeLU.py`, `model_training.py`, "
+             "`main.py` and `evidence_candidate.py` train the model and select evidence candidates; nothing "
+             "ranks the query items).",
+             "- RecBole-MetaRec (nuster1128/RecBole-MetaRec, `recbole_metarec/MetaCollector.py` "
+             "`eval_collect`, called per task by `recbole_metarec/MetaTrainer.py`; the metric is RecBole's "
+             "`NDCG` in `recbole/evaluator/metrics.py`): binary. The M = max(topk) query items with the "
+             "highest true rating (`torch.topk` of the label) are the positives, so pos_len = M; DCG@k = sum "
+             "over the first k items by `torch.topk` of the prediction of [positive] / log2(i+1), IDCG@k = "
+             "sum_{i <= min(M, k)} 1/log2(i+1). Ties, in the prediction and among true ratings at the M-th "
+             "place, are whatever `torch.topk` returns; a query with fewer than M items makes `torch.topk` "
+             "fail; with several k the positives are the top max(topk) for every k. Its MeLU config "
+             "(`recbole_metarec/model/MeLU/MeLU.yaml`): `metrics: ['NDCG']`, `topk: 5`, 10 query items.",
+             "- TaNP (IIEdm/TaNP, `TaNP/utils/scorer.py` `nDCG`/`IDCG`, at k = 5, 7, 10 from `TaNP/eval.py`):"
+             " gain 2^r - 1, discount 1/log2(i+1), IDCG from the true ratings sorted descending; the order is"
+             " `torch.sort` of the prediction (tie order unspecified); k beyond the query raises IndexError.",
+             "- MAMO (dongmanqing/Code-for-MAMO, `utils.py` `ndcg`, k = 3): gain 2^r - 1 (labels stored as r "
+             "- 1, gain 2^(y+1) - 1); the prediction is the argmax rating class, so ties are frequent (broken"
+             " by `torch.sort`), and the true ratings of the predicted top k are re-sorted before the DCG: "
+             "only which items reach the top k counts, not their order.",
+             "",
+             "So `binary_topk` is RecBole-MetaRec's NDCG@k for a single k (its MeLU config), except that true"
+             " ratings tied at the k-th place share the places left (c tied items for s places: s/c each, the"
+             " mean over the choices `torch.topk` could make) instead of an arbitrary pick; a ranking perfect"
+             " by true rating can then score below 1, as there. `exp` is TaNP's nDCG (MAMO's up to its "
+             "re-sorting of the top k). `linear` is metarec's own and stays the default, so the tables below "
+             "keep their values.", ""]
     paths = sorted(root.glob("*.json")) + sorted((root / "coldstart").glob("*.json"))
     for path in paths:
         data = json.loads(path.read_text())

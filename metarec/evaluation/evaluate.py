@@ -1,7 +1,8 @@
 """Evaluate any learner on tasks through ``adapt``/``score``: pure metric functions on its outputs.
 
-- ``evaluate_rating``: MAE and RMSE over all query ratings (micro), and query-only nDCG@k (MeLU and
-  RecBole-MetaRec convention: the task's query items ordered by predicted score, true rating as gain).
+- ``evaluate_rating``: MAE and RMSE over all query ratings (micro), and query-only nDCG@k (the task's
+  query items ordered by predicted score; the gain, ``ndcg_gain``, as in ``metrics.query_ndcg_at_k``:
+  linear rating by default, ``exp`` = 2^r - 1, or RecBole-MetaRec's ``binary_topk``).
 - ``evaluate_ranking``: full ranking of each task's owner against every candidate item of the protocol,
   excluding the task's own support items; the query positives are the relevant items.
 """
@@ -21,7 +22,12 @@ def _batches(tasks: list[Task], size: int):
 
 
 @torch.no_grad()
-def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 5)) -> dict[str, float]:
+def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 5),
+                    ndcg_gain: str = "linear") -> dict[str, float]:
+    """MAE, RMSE and query-only nDCG@k for each k in ``ks``, named by ``metrics.query_ndcg_name``:
+    ``ndcg@k`` for the linear gain (default), ``ndcg_exp@k`` or ``ndcg_binary_topk@k`` otherwise, so that
+    tables cannot confuse them. An unknown ``ndcg_gain`` raises ``MetarecError`` before any task is run."""
+    names = {k: M.query_ndcg_name(k, ndcg_gain) for k in ks}
     learner.eval()
     preds, trues, ndcg = [], [], {k: [] for k in ks}
     for b in _batches(tasks, batch_size):
@@ -30,11 +36,11 @@ def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 
         preds.append(pred[mask])
         trues.append(true[mask])
         for k in ks:
-            ndcg[k].append(M.query_ndcg_at_k(pred, true, mask, k))
+            ndcg[k].append(M.query_ndcg_at_k(pred, true, mask, k, gain=ndcg_gain))
     p, t = np.concatenate(preds), np.concatenate(trues)
     out = {"mae": M.mae(p, t), "rmse": M.rmse(p, t)}
     for k in ks:
-        out[f"ndcg@{k}"] = M.mean_ignore_nan(np.concatenate(ndcg[k]))
+        out[names[k]] = M.mean_ignore_nan(np.concatenate(ndcg[k]))
     out["tasks"] = len(tasks)
     return out
 

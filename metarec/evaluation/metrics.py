@@ -15,6 +15,7 @@ Conventions
 - Per-row ranking metrics return NaN for rows without positives; average with :func:`mean_ignore_nan`.
 - Invalid arguments (shape mismatch, NaN scores at valid entries, non-boolean masks, overlapping positives
   and excluded items, ``k < 1``) raise ``ValueError``.
+  An unknown nDCG gain name raises ``MetarecError`` (a user's choice, shown by the CLI as one line).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from metarec.errors import MetarecError
 
 __all__ = [
     "mae",
@@ -38,6 +41,9 @@ __all__ = [
     "global_auc",
     "logloss",
     "query_ndcg_at_k",
+    "query_ndcg_name",
+    "check_ndcg_gain",
+    "QUERY_NDCG_GAINS",
     "full_ranking_report",
     "RANKING_METRICS",
 ]
@@ -325,18 +331,73 @@ def logloss(prob, labels, eps: float = 1e-7, mask=None) -> float:
 # -------------------------------------------------------------------------------- query-only protocol
 
 
-def query_ndcg_at_k(pred, true, mask, k: int) -> np.ndarray:
-    """nDCG@k of each row's valid query items ordered by predicted score, with the true rating as gain.
+QUERY_NDCG_GAINS = ("linear", "exp", "binary_topk")
 
-    MeLU's / RecBole-MetaRec's evaluation: within each row, sort the valid items by ``pred`` descending
-    (ties pessimistically: among equal predictions the item with the lower true rating comes first), and
-    ``DCG@k = sum_{i=1}^{k} true_(i) / log2(i + 1)`` (linear gain); ``IDCG@k`` is the same sum with the items
-    sorted by true rating descending; ``nDCG@k = DCG@k / IDCG@k``. Rows with fewer than k valid items use
-    all of them. ``pred``, ``true``: (B, N) float; ``mask`` (B, N) bool or None (all valid).
 
-    Returns (B,) float; NaN for rows whose IDCG is 0 (no valid item, or all true ratings 0). True ratings of
-    valid items must be >= 0 (``ValueError`` otherwise: nDCG is undefined for negative gains).
+def check_ndcg_gain(gain) -> str:
+    """``gain`` if it names a query-only nDCG gain (:data:`QUERY_NDCG_GAINS`), else ``MetarecError``."""
+    if not isinstance(gain, str) or gain not in QUERY_NDCG_GAINS:
+        raise MetarecError(f"unknown nDCG gain {gain!r}: choose one of {', '.join(QUERY_NDCG_GAINS)}")
+    return gain
+
+
+def query_ndcg_name(k: int, gain: str = "linear") -> str:
+    """The metric name of query-only nDCG@k with ``gain``: ``ndcg@k`` for linear, else ``ndcg_<gain>@k``."""
+    gain = check_ndcg_gain(gain)
+    return f"ndcg@{k}" if gain == "linear" else f"ndcg_{gain}@{k}"
+
+
+def _binary_topk_gains(t: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance of the true top-m items of each row, m = min(k, valid items), and m itself.
+
+    ``t`` (B, N) true ratings, ``valid`` (B, N). Items rated above the m-th largest valid rating get 1,
+    items below it 0; the ``c`` items tied at the m-th largest rating share the ``s`` top-m places left
+    for them, ``s / c`` each (the mean over every way of choosing which tied items are the positives).
+    Returns ``(gains (B, N) float, m (B,) int)``; rows without a valid item get gains 0 and m = 0.
     """
+    n_valid = valid.sum(axis=1)  # (B,)
+    m = np.minimum(k, n_valid)  # (B,)
+    desc = -np.sort(np.where(valid, -t, np.inf), axis=1)  # (B, N) valid ratings descending, then -inf
+    tau = np.take_along_axis(desc, np.maximum(m - 1, 0)[:, None], axis=1)  # (B, 1) m-th largest rating
+    above = valid & (t > tau)  # (B, N)
+    tied = valid & (t == tau)  # (B, N)
+    n_above = above.sum(axis=1, keepdims=True)  # (B, 1)
+    n_tied = np.maximum(tied.sum(axis=1, keepdims=True), 1)  # (B, 1) >= 1 where m >= 1
+    share = (m[:, None] - n_above) / n_tied  # (B, 1) in (0, 1]
+    gains = np.where(above, 1.0, np.where(tied, share, 0.0))
+    return np.where(m[:, None] > 0, gains, 0.0), m
+
+
+def query_ndcg_at_k(pred, true, mask, k: int, gain: str = "linear") -> np.ndarray:
+    """nDCG@k of each row's valid query items ordered by predicted score, against their true ratings.
+
+    ``pred``, ``true``: (B, N) float; ``mask`` (B, N) bool or None (all valid). Returns (B,) float.
+
+    ``DCG@k = sum_{i=1}^{k} g_(i) / log2(i + 1)`` over the valid items in predicted order, where ``g`` is
+    the gain of an item, named by ``gain`` (``MetarecError`` for another name):
+
+    - ``"linear"`` (default): the true rating ``r``. ``IDCG@k`` is the same sum with the items sorted by
+      true rating (the best possible order); ``nDCG@k = DCG@k / IDCG@k``. metarec's own choice: none of
+      the reference implementations uses it (docs/results/README.md); the default, so that earlier
+      tables keep their values.
+    - ``"exp"``: ``2^r - 1`` (the gain of TaNP's and MAMO's evaluation code); ideal order as for linear.
+    - ``"binary_topk"``: RecBole-MetaRec's convention: the ``m = min(k, valid items)`` items with the
+      highest true ratings have gain 1, the others 0, and ``IDCG@k = sum_{i=1}^{m} 1 / log2(i + 1)``.
+      When true ratings tie at the m-th place, the ``c`` tied items share the ``s`` places left, gain
+      ``s / c`` each, so the value is the mean of RecBole-MetaRec's over the ways of choosing the tied
+      positives (there ``torch.topk`` picks some); a ranking perfect by true rating then scores below 1,
+      as it can there. When k >= the valid items every item is a positive and nDCG is 1.
+
+    Ties in ``pred`` are broken pessimistically and deterministically: among equal predictions the item
+    with the lower gain comes first (the module's convention), so equal scores earn no credit and the
+    value does not depend on the items' positions. Padding (``mask`` False) is ignored entirely: padded
+    entries are neither ranked nor counted, whatever their values. A row with fewer than k valid items
+    uses all of them (DCG and IDCG sum over its n valid items, i.e. nDCG@n).
+
+    NaN for rows without a valid item and, for linear and exp, rows whose IDCG is 0 (all true ratings 0).
+    ``ValueError`` for NaN at valid entries, negative true ratings (gains must be >= 0), or ``k < 1``.
+    """
+    gain = check_ndcg_gain(gain)
     p = _as_2d_float(pred, "pred")
     t = np.asarray(true, dtype=np.float64)
     if t.shape != p.shape:
@@ -348,16 +409,25 @@ def query_ndcg_at_k(pred, true, mask, k: int) -> np.ndarray:
         raise ValueError("true ratings (gains) must be >= 0 for nDCG")
     k = _check_k(k)
     p = np.where(valid, p, 0.0)  # (B, N)
-    gain = np.where(valid, t, 0.0)  # (B, N) padding contributes no gain
+    t = np.where(valid, t, 0.0)  # (B, N) padding contributes no gain
     n = p.shape[1]
     kk = min(k, n)
     discount = 1.0 / np.log2(np.arange(2, kk + 2))  # (kk,) 1/log2(i+1), i = 1..kk
-    # primary: valid first; then prediction descending; then true ascending (pessimistic ties)
-    order = np.lexsort((gain, -p, ~valid), axis=1)  # (B, N)
-    ranked = np.take_along_axis(gain, order, axis=1)[:, :kk]  # (B, kk)
-    ideal = -np.sort(-gain, axis=1)[:, :kk]  # (B, kk) padding gains are 0, so they sort last
+    if gain == "linear":
+        g = t
+    elif gain == "exp":
+        g = np.where(valid, np.exp2(t) - 1.0, 0.0)
+    else:
+        g, m = _binary_topk_gains(t, valid, k)
+    # primary: valid first; then prediction descending; then gain ascending (pessimistic ties)
+    order = np.lexsort((g, -p, ~valid), axis=1)  # (B, N)
+    ranked = np.take_along_axis(g, order, axis=1)[:, :kk]  # (B, kk)
     dcg = ranked @ discount  # (B,)
-    idcg = ideal @ discount  # (B,)
+    if gain == "binary_topk":
+        idcg = (np.arange(kk) < m[:, None]) @ discount  # (B,) m ones in front
+    else:
+        ideal = -np.sort(-g, axis=1)[:, :kk]  # (B, kk) padding gains are 0, so they sort last
+        idcg = ideal @ discount  # (B,)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(idcg > 0, dcg / idcg, np.nan)
 

@@ -393,3 +393,138 @@ def test_query_ndcg_validation():
         query_ndcg_at_k([[0.1, 0.2]], [[1.0, 2.0]], None, 0)
     with pytest.raises(ValueError):
         query_ndcg_at_k([[np.nan, 0.2]], [[1.0, 2.0]], None, 2)
+
+
+# ---------------------------------------------------------------------------- query-only nDCG: named gains
+# One 3-item query, true ratings (5, 3, 1), predicted scores (3, 5, 1): the predicted order is item 1
+# (r=3), item 0 (r=5), item 2 (r=1); discounts 1/log2(2) = 1, 1/log2(3) = 1/L3, 1/log2(4) = 1/2.
+
+
+def test_query_ndcg_linear_gain_by_hand():
+    pred, true = [[3.0, 5.0, 1.0]], [[5.0, 3.0, 1.0]]
+    # DCG@3 = 3 + 5/L3 + 1/2 = 6.654649; IDCG@3 = 5 + 3/L3 + 1/2 = 7.392789; nDCG = 0.900154
+    expected = (3 + 5 / L3 + 1 / 2) / (5 + 3 / L3 + 1 / 2)
+    assert expected == pytest.approx(0.900154, abs=1e-6)
+    assert query_ndcg_at_k(pred, true, None, 3)[0] == pytest.approx(expected)
+    assert query_ndcg_at_k(pred, true, None, 3, gain="linear")[0] == pytest.approx(expected)  # the default
+    # @1: 3 / 5;  @2: (3 + 5/L3) / (5 + 3/L3)
+    assert query_ndcg_at_k(pred, true, None, 1)[0] == pytest.approx(0.6)
+    assert query_ndcg_at_k(pred, true, None, 2)[0] == pytest.approx((3 + 5 / L3) / (5 + 3 / L3))
+
+
+def test_query_ndcg_exp_gain_by_hand():
+    pred, true = [[3.0, 5.0, 1.0]], [[5.0, 3.0, 1.0]]
+    # gains 2^r - 1: r=5 -> 31, r=3 -> 7, r=1 -> 1
+    # DCG@3 = 7 + 31/L3 + 1/2 = 27.058822; IDCG@3 = 31 + 7/L3 + 1/2 = 35.916508; nDCG = 0.753381
+    expected = (7 + 31 / L3 + 1 / 2) / (31 + 7 / L3 + 1 / 2)
+    assert expected == pytest.approx(0.753381, abs=1e-6)
+    assert query_ndcg_at_k(pred, true, None, 3, gain="exp")[0] == pytest.approx(expected)
+    # @1: 7 / 31 (the linear value would be 3/5 = 0.6)
+    assert query_ndcg_at_k(pred, true, None, 1, gain="exp")[0] == pytest.approx(7 / 31)
+    # a fractional rating: r = 0.5 -> 2^0.5 - 1 = 0.414214; order by pred: r=0.5, r=2 (gain 3)
+    got = query_ndcg_at_k([[2.0, 1.0]], [[0.5, 2.0]], None, 2, gain="exp")[0]
+    assert got == pytest.approx((math.sqrt(2) - 1 + 3 / L3) / (3 + (math.sqrt(2) - 1) / L3))
+
+
+def test_query_ndcg_binary_topk_by_hand():
+    pred, true = [[3.0, 5.0, 1.0]], [[5.0, 3.0, 1.0]]
+    # k=1: the one positive is item 0 (r=5); predicted first is item 1 -> DCG = 0, IDCG = 1 -> 0
+    assert query_ndcg_at_k(pred, true, None, 1, gain="binary_topk")[0] == 0.0
+    # k=2: positives items 0, 1; predicted top 2 = items 1, 0 -> DCG = 1 + 1/L3 = IDCG -> 1
+    assert query_ndcg_at_k(pred, true, None, 2, gain="binary_topk")[0] == pytest.approx(1.0)
+    # 4 items, ratings (5, 4, 2, 1), scores put item 2 (r=2) first, then item 0, item 1, item 3
+    # k=2: positives items 0, 1 at predicted ranks 2 and 3 -> DCG@2 = 0 + 1/L3; IDCG@2 = 1 + 1/L3
+    pred4, true4 = [[0.8, 0.7, 0.9, 0.1]], [[5.0, 4.0, 2.0, 1.0]]
+    assert query_ndcg_at_k(pred4, true4, None, 2, gain="binary_topk")[0] == pytest.approx((1 / L3) / (1 + 1 / L3))
+    # k=3: positives items 0, 1, 2 fill predicted ranks 1-3 -> 1 (linear would be below 1)
+    assert query_ndcg_at_k(pred4, true4, None, 3, gain="binary_topk")[0] == pytest.approx(1.0)
+    assert query_ndcg_at_k(pred4, true4, None, 3)[0] < 0.99
+
+
+def test_query_ndcg_binary_topk_true_rating_ties_share_the_places():
+    # ratings (5, 4, 4, 4, 1), k=2: item 0 is a positive; one place left for the three items rated 4,
+    # each gets 1/3 (the mean over which of them torch.topk would have picked). IDCG@2 = 1 + 1/L3 (2 ones).
+    true = [[5.0, 4.0, 4.0, 4.0, 1.0]]
+    idcg = 1 + 1 / L3
+    # a ranking perfect by true rating: gains 1, 1/3 -> (1 + (1/3)/L3) / IDCG = 0.742098, below 1 as in
+    # RecBole-MetaRec (where it is 1 or 0.613147 depending on torch.topk's choice: mean (1 + 2 * 0.613147) / 3)
+    perfect = query_ndcg_at_k([[5.0, 4.0, 3.0, 2.0, 1.0]], true, None, 2, gain="binary_topk")[0]
+    assert perfect == pytest.approx((1 + (1 / 3) / L3) / idcg)
+    assert perfect == pytest.approx((1 + 2 * (1 / idcg)) / 3)
+    # the order among the three tied items does not matter: same value when they are scored in reverse
+    rev = query_ndcg_at_k([[5.0, 2.0, 3.0, 4.0, 1.0]], true, None, 2, gain="binary_topk")[0]
+    assert rev == pytest.approx(perfect)
+
+
+def test_query_ndcg_prediction_ties_are_pessimistic_for_every_gain():
+    # all scores equal: the item with the lower gain comes first, i.e. true ratings ascending (1, 3, 5)
+    pred, true = [[0.5, 0.5, 0.5]], [[5.0, 3.0, 1.0]]
+    lin = (1 + 3 / L3 + 5 / 2) / (5 + 3 / L3 + 1 / 2)
+    ex = (1 + 7 / L3 + 31 / 2) / (31 + 7 / L3 + 1 / 2)
+    assert query_ndcg_at_k(pred, true, None, 3)[0] == pytest.approx(lin)
+    assert query_ndcg_at_k(pred, true, None, 3, gain="exp")[0] == pytest.approx(ex)
+    # binary_topk, k=1: the positive (r=5) is ranked last of the tie -> 0
+    assert query_ndcg_at_k(pred, true, None, 1, gain="binary_topk")[0] == 0.0
+    # a partial tie: items 0 (r=5) and 2 (r=1) tie at 0.9, item 1 (r=3) at 0.1 -> order r=1, 5, 3
+    got = query_ndcg_at_k([[0.9, 0.1, 0.9]], true, None, 2)[0]
+    assert got == pytest.approx((1 + 5 / L3) / (5 + 3 / L3))
+    # deterministic and independent of item positions: permuting the items gives the same value
+    for gain in ("linear", "exp", "binary_topk"):
+        a = query_ndcg_at_k([[0.9, 0.1, 0.9]], true, None, 2, gain=gain)[0]
+        b = query_ndcg_at_k([[0.9, 0.9, 0.1]], [[1.0, 5.0, 3.0]], None, 2, gain=gain)[0]
+        assert a == pytest.approx(b)
+
+
+def test_query_ndcg_gains_ignore_padding():
+    # row 0: the 3-item query above padded to 5 slots with large scores and ratings in the padding
+    pred = np.array([[3.0, 5.0, 1.0, 99.0, 98.0]])
+    true = np.array([[5.0, 3.0, 1.0, 5.0, np.nan]])
+    mask = np.array([[True, True, True, False, False]])
+    for gain in ("linear", "exp", "binary_topk"):
+        for k in (1, 2, 3):
+            padded = query_ndcg_at_k(pred, true, mask, k, gain=gain)[0]
+            plain = query_ndcg_at_k([[3.0, 5.0, 1.0]], [[5.0, 3.0, 1.0]], None, k, gain=gain)[0]
+            assert padded == pytest.approx(plain)
+    assert query_ndcg_at_k(pred, true, mask, 3, gain="exp")[0] == pytest.approx(
+        (7 + 31 / L3 + 1 / 2) / (31 + 7 / L3 + 1 / 2))
+    # a row with no valid item is NaN for every gain
+    for gain in ("linear", "exp", "binary_topk"):
+        assert np.isnan(query_ndcg_at_k(pred, true, np.zeros_like(mask), 2, gain=gain)[0])
+
+
+def test_query_ndcg_k_larger_than_the_query():
+    # 2 valid items (ratings 4, 2) in 4 slots, predicted order r=2 then r=4; k = 3 and 10 > 2 valid items
+    pred = np.array([[0.2, 0.9, 5.0, 6.0]])
+    true = np.array([[4.0, 2.0, 5.0, 5.0]])
+    mask = np.array([[True, True, False, False]])
+    for k in (3, 10):
+        # linear: (2 + 4/L3) / (4 + 2/L3) = 0.859719 (nDCG@2)
+        assert query_ndcg_at_k(pred, true, mask, k)[0] == pytest.approx((2 + 4 / L3) / (4 + 2 / L3))
+        # exp: (3 + 15/L3) / (15 + 3/L3) = 0.737826
+        assert query_ndcg_at_k(pred, true, mask, k, gain="exp")[0] == pytest.approx((3 + 15 / L3) / (15 + 3 / L3))
+        # binary_topk: both items are positives -> 1 whatever the order
+        assert query_ndcg_at_k(pred, true, mask, k, gain="binary_topk")[0] == pytest.approx(1.0)
+
+
+def test_query_ndcg_all_zero_ratings():
+    # linear and exp: IDCG 0 -> NaN. binary_topk: the k=1 place is shared by the 3 tied items (1/3 each);
+    # the first-ranked item has gain 1/3 -> (1/3) / 1
+    pred, true = [[0.3, 0.2, 0.1]], [[0.0, 0.0, 0.0]]
+    assert np.isnan(query_ndcg_at_k(pred, true, None, 1)[0])
+    assert np.isnan(query_ndcg_at_k(pred, true, None, 1, gain="exp")[0])
+    assert query_ndcg_at_k(pred, true, None, 1, gain="binary_topk")[0] == pytest.approx(1 / 3)
+
+
+def test_query_ndcg_gain_names():
+    from metarec.errors import MetarecError
+    from metarec.evaluation.metrics import QUERY_NDCG_GAINS, query_ndcg_name
+
+    assert QUERY_NDCG_GAINS == ("linear", "exp", "binary_topk")
+    assert query_ndcg_name(3) == "ndcg@3"
+    assert query_ndcg_name(3, "exp") == "ndcg_exp@3"
+    assert query_ndcg_name(5, "binary_topk") == "ndcg_binary_topk@5"
+    for bad in ("Linear", "exponential", "", None):
+        with pytest.raises(MetarecError, match="unknown nDCG gain"):
+            query_ndcg_at_k([[0.1, 0.2]], [[1.0, 2.0]], None, 2, gain=bad)
+        with pytest.raises(MetarecError):
+            query_ndcg_name(3, bad)
