@@ -25,6 +25,33 @@ def _add_run_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--view", default="explicit", help="explicit (ratings) or implicit (full ranking)")
     p.add_argument("--config", help="a YAML file of overrides (same keys as --a.b=value)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_preset_args(p)
+
+
+def _add_preset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", metavar="NAME",
+                   help="the learner's named settings (`paper`: the published ones; default: the learner's working "
+                        "default preset for this run if it has one, else paper); explicit overrides win")
+    p.add_argument("--presets", metavar="FILE", help="the preset store (default: metarec/presets.json)")
+
+
+def _preset_args(args) -> tuple[str, dict]:
+    """(the preset to ask ``make_config`` for, the preset store) from ``--preset`` and ``--presets``."""
+    from metarec.presets import AUTO, load_store
+
+    return getattr(args, "preset", None) or AUTO, load_store(getattr(args, "presets", None))
+
+
+def _entry_config(entry: str, args, over: dict, seed: int, store: dict, preset: str) -> tuple:
+    """(name, label, run, learner config) of a compare/curve learner entry ``NAME[@preset=P,key=value,...]``;
+    the entry's own preset and overrides win over ``--preset`` and the global overrides."""
+    from metarec.pipeline import make_config
+
+    name, label, own = parse_learner_entry(entry)
+    preset = own.pop("preset", preset)
+    run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own}, preset=preset,
+                            presets=store)
+    return name, label, run, lcfg
 
 
 def _overrides(args, extra) -> dict:
@@ -48,7 +75,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def cmd_train(args, extra) -> None:
     from metarec.pipeline import make_config, train_and_evaluate
 
-    run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, _overrides(args, extra))
+    preset, store = _preset_args(args)
+    over = _overrides(args, extra)
+    run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, over,
+                            preset=preset, presets=store)
+    print(f"{args.learner}: " + (f"preset {run.preset}" if run.preset else "the registry defaults (= paper)")
+          + (" + explicit overrides" if over else ""), flush=True)
     out = Path(args.out or f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}")
     res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet, restart=args.restart)
     print(f"{args.learner} on {args.dataset} {args.protocol} ({args.view}), seed {args.seed}: best epoch "
@@ -98,25 +130,25 @@ def cmd_evaluate(args, extra) -> None:
 
 def cmd_compare(args, extra) -> None:
     from metarec.io import code_version, write_json
-    from metarec.pipeline import make_config, prepare, train_and_evaluate
+    from metarec.pipeline import prepare, train_and_evaluate
     from metarec.report import compare_table
 
     over = _overrides(args, extra)
+    preset, store = _preset_args(args)
     version = code_version()  # the code that runs, before anything can change the working tree
     results = []
     for seed in args.seeds:
         prep, pretrained = None, {}
         for entry in args.learners:
-            name, label, own = parse_learner_entry(entry)
-            run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own})
+            name, label, run, lcfg = _entry_config(entry, args, over, seed, store, preset)
             if prep is None:
                 prep = prepare(run)
             res = train_and_evaluate(run, lcfg, progress=not args.quiet, prep=prep, pretrained=pretrained)
             res.pop("history")
             res["label"] = label
             results.append(res)
-            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks"),
-                  flush=True)
+            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
+                  + f"  (preset {run.preset or 'none'})", flush=True)
             if args.out:  # finished runs survive an interruption (OUT.partial.json; removed when all are done)
                 write_json(Path(args.out).with_suffix(".partial.json"), {"code": version, "results": results})
     print(compare_table(results))
@@ -141,6 +173,12 @@ def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool
         runs = "\n".join(f"    {c}" for c in provenance["commands"])
         made = (f"Merged by `{provenance['merged_by']}` from these runs (code: {', '.join(provenance['codes'])}):"
                 f"\n\n{runs}")
+    used = {}
+    for r in results:
+        used.setdefault(r.get("label", r["learner"]), r.get("preset", ""))
+    if any(used.values()):
+        made += "\n\nPresets (metarec/presets.json): " + ", ".join(
+            f"{label}: {p or 'none (registry defaults)'}" for label, p in used.items())
     extra = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
              f"\n\n{compare_table(results, 'valid')}\n") if valid else ""
     write_text(stem.with_suffix(".md"), f"# {first['dataset']}, {first['protocol']}, {first['view']} view\n\n"
@@ -177,7 +215,8 @@ def cmd_merge(args, extra) -> None:
 
 
 def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
-    """``NAME`` or ``NAME@key=value,key=value`` (per-learner overrides; the whole entry is its label)."""
+    """``NAME`` or ``NAME@key=value,key=value`` (per-learner overrides; the whole entry is its label).
+    ``preset=P`` among them names the learner's preset (compare and curve take it out of the overrides)."""
     name, _, rest = entry.partition("@")
     own = {}
     for kv in filter(None, rest.split(",")):
@@ -191,11 +230,12 @@ def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
 def cmd_curve(args, extra) -> None:
     """Support-size curve: a metric against K shots, one line per learner, as a PNG (and JSON)."""
     from metarec.io import code_version, write_json
-    from metarec.pipeline import make_config, prepare, train_and_evaluate
+    from metarec.pipeline import prepare, train_and_evaluate
 
     if args.replot:
         return _replot(Path(args.replot))
     over = _overrides(args, extra)
+    preset, store = _preset_args(args)
     version = code_version()
     max_k = max(args.ks)
     curves: dict[str, list] = {e: [] for e in args.learners}
@@ -203,10 +243,9 @@ def cmd_curve(args, extra) -> None:
     for k in args.ks:
         preps: dict = {}
         for entry in args.learners:
-            name, label, own = parse_learner_entry(entry)
             vals = []
             for seed in args.seeds:
-                run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own})
+                name, label, run, lcfg = _entry_config(entry, args, over, seed, store, preset)
                 tasks = replace(run.tasks, sizing="kshot", k_shot=k, min_inter=max_k + run.tasks.n_query)
                 run = replace(run, tasks=tasks)
                 if seed not in preps:
@@ -278,6 +317,24 @@ def _replot(path: Path) -> None:
     print(f"wrote {path.with_suffix('.png')}")
 
 
+def cmd_tune(args, extra) -> None:
+    """Tune one learner on meta-valid (metarec/tuning.py)."""
+    from metarec.presets import AUTO
+    from metarec.tuning import TuneConfig, tune
+
+    cfg = TuneConfig(learner=args.learner, trials=args.trials, dataset=args.dataset, protocol=args.protocol,
+                     view=args.view, seed=args.seed, timeout=args.timeout, preset=args.preset or AUTO,
+                     overrides=_overrides(args, extra))
+    rec = tune(cfg, Path(args.out), command="metarec " + " ".join(args.argv), preset_name=args.preset_name,
+               presets_path=args.presets, progress=not args.quiet)
+    best = rec["best"]
+    if rec["complete"] < args.trials:
+        print(f"stopped after {rec['complete']} of {args.trials} trials (--timeout); the same command resumes")
+    print(f"best of {rec['complete']} trials: trial {best['number']}, valid {rec['metric']} {best['value']:.4f}: "
+          + " ".join(f"--{k}={v}" for k, v in best["params"].items()))
+    print(f"wrote {Path(args.out) / 'tune.json'} and {Path(args.out) / 'tune.md'}")
+
+
 def cmd_learners(args, extra) -> None:
     from metarec.learners.registry import LEARNERS
 
@@ -289,14 +346,14 @@ def cmd_learners(args, extra) -> None:
 def cmd_demo(args, extra) -> None:
     """The main job: MeLU and the baselines on ml-100k user-cold, one seed, printed as a table."""
     ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
-                            view="explicit", config=None, quiet=True, out=None, valid=False, argv=[])
-    cmd_compare(ns, ["--train.epochs=20", "--train.patience=4", *extra])
+                            view="explicit", config=None, quiet=True, out=None, valid=False, argv=[],
+                            preset=None, presets=None)
+    cmd_compare(ns, list(extra))
 
 
-# MeLU with the paper's settings, MeLU with the global and local rates selected on ml-100k meta-valid
-# (docs/results/README.md), and the baselines on the same tasks.
-DEMO_LEARNERS = ["melu", "melu@train.lr=1e-3,learner.inner.lr=1e-3", "noadapt@train.lr=1e-3",
-                 "ptft@train.lr=1e-3,learner.inner.lr=1e-3", "bias", "itempop"]
+# MeLU with the paper's settings (labelled as such), then each learner with its working default (the `default`
+# preset tuned on ml-100k user-cold meta-valid by `metarec tune`, docs/results/tuning/), on the same tasks.
+DEMO_LEARNERS = ["melu@preset=paper", "melu", "noadapt", "ptft", "bias", "itempop"]
 
 
 def register(sub) -> None:
@@ -335,6 +392,16 @@ def register(sub) -> None:
     s.add_argument("--out", default="docs/curves/support_size")
     s.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a curve record (no training)")
     s.set_defaults(func=cmd_curve, takes_overrides=True)
+
+    s = sub.add_parser("tune", help="search a learner's settings with Optuna on meta-valid tasks (resumable)")
+    _add_run_args(s)
+    s.add_argument("--trials", type=int, required=True, help="complete trials wanted (a rerun resumes the study)")
+    s.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="start no new trial after this many seconds (the running one finishes)")
+    s.add_argument("--out", required=True, help="output directory: study.db, tune.json, tune.md")
+    s.add_argument("--preset-name", metavar="NAME",
+                   help="also store the best settings as this preset of the learner (with the command)")
+    s.set_defaults(func=cmd_tune, takes_overrides=True)
 
     s = sub.add_parser("learners", help="the registered learners, one line each")
     s.set_defaults(func=cmd_learners, takes_overrides=False)

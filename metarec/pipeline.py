@@ -34,6 +34,14 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = ""  # the named preset (metarec/presets.py) the learner's settings came from; "" = none
+
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "", pos_int=("negatives",), choices={"view": ("explicit", "implicit")})
+        if self.learner not in LEARNERS:
+            raise MetarecError(f"unknown learner {self.learner!r}: registered learners are {', '.join(LEARNERS)}")
 
 
 @dataclass
@@ -71,12 +79,28 @@ def _chunks(t: Task, size: int) -> list[Task]:
             for j in range(0, len(u), size)]
 
 
-def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str, overrides: dict) -> tuple:
+def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str, overrides: dict,
+                preset: str | None = None, presets: dict | None = None) -> tuple:
+    """``(RunConfig, learner config)``: the registry defaults, then the preset, then ``overrides`` (which win).
+
+    ``preset``: None for none (the registry defaults, which are the ``paper`` settings), ``"auto"`` for the
+    learner's working default that matches the run if there is one, or a preset's name; ``presets``: the
+    preset store (default: the shipped ``metarec/presets.json``). See :mod:`metarec.presets`.
+    """
+    from metarec import presets as _presets
+
     if learner not in LEARNERS:
         raise MetarecError(f"unknown learner {learner!r}: registered learners are {', '.join(LEARNERS)}")
     if view not in ("explicit", "implicit"):
         raise MetarecError(f"unknown view {view!r}: choose explicit or implicit")
-    run = RunConfig(learner=learner, dataset=dataset, view=view,
+    if "preset" in overrides:
+        raise MetarecError("a preset is chosen with --preset NAME (or NAME@preset=... in compare and curve), "
+                           "not as a config key")
+    if preset is not None:
+        store = presets if presets is not None else _presets.load_store()
+        preset, base = _presets.resolve(store, learner, preset, dataset, protocol, view)
+        overrides = {**base, **overrides}
+    run = RunConfig(learner=learner, dataset=dataset, view=view, preset=preset or "",
                     split=SplitConfig(protocol=protocol, seed=seed), tasks=TaskConfig(seed=seed),
                     train=TrainConfig(seed=seed, select="rmse" if view == "explicit" else "ndcg@10"))
     lcfg = LEARNERS[learner].default()
@@ -130,8 +154,12 @@ def run_identity(run: RunConfig, learner_cfg, prep: Prepared) -> dict:
 
 
 def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None, progress: bool = True,
-                       prep: Prepared | None = None, pretrained: dict | None = None, restart: bool = False) -> dict:
+                       prep: Prepared | None = None, pretrained: dict | None = None, restart: bool = False,
+                       evaluate_test: bool = True) -> dict:
     """Fit on meta-train (selecting on meta-valid), evaluate on meta-test, optionally write the files.
+
+    ``evaluate_test=False`` (tuning trials, ``metarec tune``): the meta-test tasks are never evaluated and the
+    result's "test" is None.
 
     ``pretrained``: a dict shared across calls (``metarec compare``) in which learners trained without
     adaptation (``train_mode="pooled"``) keep their fitted weights, keyed by everything that determines
@@ -162,9 +190,9 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         learner.fit_direct(prep.split.train)
         fitted = {"history": [], "best_epoch": 0, "best": ev(learner, prep.valid)}
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
-    test = ev(learner, prep.test)
+    test = ev(learner, prep.test) if evaluate_test else None
     result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,
-              "view": run.view, "seed": run.split.seed, "test": test, "valid": fitted["best"],
+              "view": run.view, "seed": run.split.seed, "preset": run.preset, "test": test, "valid": fitted["best"],
               "best_epoch": fitted["best_epoch"], "train_seconds": train_s, "history": fitted["history"],
               "run_config": asdict(run), "learner_config": asdict(learner_cfg),
               "split": prep.split.describe()}

@@ -29,6 +29,15 @@ class LearnerSpec:
     config_cls: type
     default: Callable[[], object]
     summary: str
+    # what `metarec tune` searches: config key -> ("log", lo, hi) | ("float", lo, hi) | ("int", lo, hi) |
+    # ("cat", [choices]); keys under train. and learner. only; None: the learner is not tunable
+    space: dict | None = None
+
+
+# search spaces (metarec/tuning.py); epochs are capped so that one tune fits a few CPU minutes on ml-100k
+_LR = ("log", 1e-4, 1e-2)  # the outer (Adam) rate
+_EPOCHS = ("int", 5, 30)  # an upper bound: early stopping on meta-valid (train.patience) still applies
+_MAML_SPACE = {"train.lr": _LR, "learner.inner.lr": ("log", 1e-4, 1e-1), "train.epochs": _EPOCHS}
 
 
 def _named(cls, name):
@@ -39,39 +48,52 @@ LEARNERS: dict[str, LearnerSpec] = {
     "melu": LearnerSpec(
         "melu", FeatureMLP, FeatureMLPConfig,
         lambda: FeatureMLPConfig(inner=InnerConfig(steps=1, lr=5e-6, first_order=False)),
-        "MeLU (KDD'19): MAML over the decision MLP of user/item feature embeddings, second order"),
+        "MeLU (KDD'19): MAML over the decision MLP of user/item feature embeddings, second order",
+        space={**_MAML_SPACE, "learner.inner.steps": ("int", 1, 3)}),
     "noadapt": LearnerSpec(
         "noadapt", _named(FeatureMLP, "noadapt"), FeatureMLPConfig,
         lambda: FeatureMLPConfig(train_mode="pooled", inner=InnerConfig(steps=0)),
-        "the MeLU network trained on all meta-train interactions, no adaptation"),
+        "the MeLU network trained on all meta-train interactions, no adaptation",
+        space={"train.lr": _LR, "train.epochs": _EPOCHS}),
     "ptft": LearnerSpec(
         "ptft", _named(FeatureMLP, "ptft"), FeatureMLPConfig,
         lambda: FeatureMLPConfig(train_mode="pooled", inner=InnerConfig(steps=5, lr=1e-2, first_order=True)),
-        "pretrain the MeLU network on pooled data, fine-tune its MLP on each support set (SGD)"),
+        "pretrain the MeLU network on pooled data, fine-tune its MLP on each support set (SGD)",
+        space={**_MAML_SPACE, "learner.inner.steps": ("int", 1, 10)}),
     "metasgd": LearnerSpec(
         "metasgd", _named(FeatureMLP, "metasgd"), FeatureMLPConfig,
         lambda: FeatureMLPConfig(inner=InnerConfig(steps=1, lr=1e-3, first_order=False, learn_lr="per_param")),
-        "Meta-SGD (Li et al. 2017) on the MeLU network: MAML with a learned inner rate per parameter entry"),
+        "Meta-SGD (Li et al. 2017) on the MeLU network: MAML with a learned inner rate per parameter entry",
+        space=_MAML_SPACE),
     "metacs": LearnerSpec(
         "metacs", _named(FeatureMLP, "metacs"), FeatureMLPConfig,
         lambda: FeatureMLPConfig(inner=InnerConfig(steps=1, lr=1e-3, first_order=False, learn_lr="scalar")),
-        "MetaCS (Bharadhwaj 2019) on the MeLU network: MAML with one learned scalar inner rate"),
+        "MetaCS (Bharadhwaj 2019) on the MeLU network: MAML with one learned scalar inner rate",
+        space=_MAML_SPACE),
     "itempop": LearnerSpec("itempop", ItemPop, BiasConfig, BiasConfig,
-                           "item popularity (ranking) / shrunk item mean (rating)"),
+                           "item popularity (ranking) / shrunk item mean (rating)",
+                           space={"learner.reg_item": ("log", 0.1, 100.0)}),
     "bias": LearnerSpec("bias", BiasModel, BiasConfig, BiasConfig,
-                        "global mean + item bias (meta-train) + the new user's offset from the support set"),
+                        "global mean + item bias (meta-train) + the new user's offset from the support set",
+                        space={"learner.reg_item": ("log", 0.1, 100.0), "learner.reg_user": ("log", 0.1, 100.0)}),
     "lwa": LearnerSpec("lwa", LWA, LWAConfig, LWAConfig,
                        "LWA (NIPS'17): logistic regression whose weights are a0*R0 + a1*R1, R = the support set's "
-                       "mean negative/positive item embeddings"),
+                       "mean negative/positive item embeddings",
+                       space={"train.lr": ("log", 1e-4, 3e-2), "learner.coef": ("cat", ["scalar", "vector"]),
+                              "train.epochs": _EPOCHS}),
     "nlba": LearnerSpec("nlba", NLBA, NLBAConfig, NLBAConfig,
                         "NLBA (NIPS'17): shared MLP over item features whose layer biases are generated from the "
-                        "support set's mean negative/positive item embeddings"),
+                        "support set's mean negative/positive item embeddings",
+                        space={"train.lr": _LR, "train.epochs": _EPOCHS}),
     "mamo": LearnerSpec("mamo", MAMO, MAMOConfig, MAMOConfig,
                         "MAMO (KDD'20): MAML whose init is personalised by profile/fast-weight memories, with a "
-                        "preference memory for the decision layer (defaults: the authors' configs.py)"),
+                        "preference memory for the decision layer (defaults: the authors' configs.py)",
+                        space={"train.lr": _LR, "learner.inner.lr": ("log", 1e-3, 1e-1),
+                               "train.epochs": ("int", 3, 20)}),
     "tanp": LearnerSpec("tanp", TaNP, TaNPConfig, TaNPConfig,
                         "TaNP (WWW'21): neural process over the support set, decoder FiLM-modulated by a clustered "
-                        "task embedding; no inner steps (defaults: the authors' train_TaNP.py)"),
+                        "task embedding; no inner steps (defaults: the authors' train_TaNP.py)",
+                        space={"train.lr": _LR, "learner.lam": ("log", 0.01, 1.0), "train.epochs": _EPOCHS}),
     "metaemb": LearnerSpec("metaemb", MetaEmb, MetaEmbConfig, warmup_only("metaemb"),
                            "Meta-Embedding (SIGIR'19): new items' ID embeddings generated from their attributes on a "
                            "frozen DeepFM; item warm-up protocol only (`metarec warmup`)"),
