@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metarec import pipeline
@@ -112,21 +112,31 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
         raise MetarecError(f"the overrides fix every setting of {cfg.learner}'s search space: nothing to tune")
     new_store = preset_name and presets_path is not None and not Path(presets_path).exists()
     store = {} if new_store else _presets.load_store(presets_path)  # --preset-name may start a new store
-    run, _ = pipeline.make_config(cfg.learner, cfg.dataset, cfg.protocol, cfg.seed, cfg.view, cfg.overrides,
-                                  preset=cfg.preset, presets=store)
-    _, base_over = _presets.resolve(store, cfg.learner, run.preset or None, cfg.dataset, cfg.protocol, cfg.view)
-    metric = run.train.select
-    direction = "minimize" if lower_is_better(metric) else "maximize"
-    identity = {"learner": cfg.learner, "dataset": cfg.dataset, "protocol": cfg.protocol, "view": cfg.view,
-                "seed": cfg.seed, "preset": run.preset, "base": base_over, "overrides": cfg.overrides,
-                "space": _jsonable_space(space), "metric": metric}
+    preset, base_over = _presets.resolve(store, cfg.learner, cfg.preset, cfg.dataset, cfg.protocol, cfg.view)
 
+    def configs(params: dict) -> tuple:
+        """A trial's configs: the base preset's overrides (as recorded at the start), the fixed overrides, the
+        sampled ``params``; the run is labelled with the base preset."""
+        r, lc = pipeline.make_config(cfg.learner, cfg.dataset, cfg.protocol, cfg.seed, cfg.view,
+                                     {**base_over, **cfg.overrides, **params})
+        return replace(r, preset=preset), lc
+
+    metric = configs({})[0].train.select
+    direction = "minimize" if lower_is_better(metric) else "maximize"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
     study = optuna.create_study(study_name="metarec-tune", storage=f"sqlite:///{(out / 'study.db').resolve()}",
                                 load_if_exists=True, direction=direction)
     recorded = study.user_attrs.get("identity")
+    if recorded is not None and cfg.preset == _presets.AUTO:
+        # resuming without --preset: keep the base the study began with, even if the working default has changed
+        # since (e.g. this very tune stored it with --preset-name default)
+        preset, base_over = recorded["preset"], recorded["base"]
+    run = configs({})[0]
+    identity = {"learner": cfg.learner, "dataset": cfg.dataset, "protocol": cfg.protocol, "view": cfg.view,
+                "seed": cfg.seed, "preset": preset, "base": base_over, "overrides": cfg.overrides,
+                "space": _jsonable_space(space), "metric": metric}
     if recorded is None:
         study.set_user_attr("identity", identity)
     elif recorded != _roundtrip(identity):
@@ -151,8 +161,7 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
 
     def objective(trial) -> float:
         params = suggest(trial, space)
-        t_run, t_lcfg = pipeline.make_config(cfg.learner, cfg.dataset, cfg.protocol, cfg.seed, cfg.view,
-                                             {**cfg.overrides, **params}, preset=run.preset or None, presets=store)
+        t_run, t_lcfg = configs(params)
         t0 = time.perf_counter()
         res = pipeline.train_and_evaluate(t_run, t_lcfg, progress=False, prep=prep, pretrained=pretrained,
                                           evaluate_test=False)
