@@ -82,7 +82,8 @@ def cmd_split(args) -> None:
 
     split_cfg = SplitConfig(protocol=args.protocol, by=args.by, new_user_frac=args.new_user_frac,
                             new_item_frac=args.new_item_frac, seed=args.seed)
-    task_cfg = TaskConfig(kind="user", sizing="kshot" if args.k_shot else "melu", k_shot=args.k_shot or 5,
+    task_cfg = TaskConfig(kind="user", sizing="melu" if args.k_shot is None else "kshot",
+                          k_shot=5 if args.k_shot is None else args.k_shot,
                           min_inter=args.min_inter, max_inter=args.max_inter, n_query=args.n_query,
                           seed=args.seed)
     ds = _load(args)
@@ -106,7 +107,7 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-inter", type=int, default=13, help="task owners need at least this many interactions")
     p.add_argument("--max-inter", type=int, default=100, help="... and at most this many")
     p.add_argument("--n-query", type=int, default=10)
-    p.add_argument("--k-shot", type=int, default=0, help="fixed K-shot support (default: MeLU sizing)")
+    p.add_argument("--k-shot", type=int, default=None, help="fixed K-shot support (default: MeLU sizing)")
 
 
 def build_parser() -> argparse.ArgumentParser:

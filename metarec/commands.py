@@ -136,6 +136,9 @@ def cmd_compare(args, extra) -> None:
     over = _overrides(args, extra)
     preset, store = _preset_args(args)
     version = code_version()  # the code that runs, before anything can change the working tree
+    for seed in args.seeds:  # every entry checked before anything trains: a typo in the last one stops at once
+        for entry in args.learners:
+            _entry_config(entry, args, over, seed, store, preset)
     results = []
     for seed in args.seeds:
         prep, pretrained = None, {}
@@ -237,6 +240,11 @@ def cmd_curve(args, extra) -> None:
     over = _overrides(args, extra)
     preset, store = _preset_args(args)
     version = code_version()
+    if min(args.ks) < 1:
+        raise MetarecError(f"--ks takes support sizes >= 1, got {min(args.ks)}")
+    for seed in args.seeds:  # every entry checked before anything trains
+        for entry in args.learners:
+            _entry_config(entry, args, over, seed, store, preset)
     max_k = max(args.ks)
     curves: dict[str, list] = {e: [] for e in args.learners}
     pretrained: dict[int, dict] = {s: {} for s in args.seeds}  # pooled pretraining does not depend on K

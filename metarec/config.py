@@ -39,7 +39,27 @@ def apply_overrides(cfg, overrides: dict, where: str = ""):
         raise MetarecError(f"bad config: {e}") from None
 
 
+def _number(text: str, key: str):
+    try:  # YAML 1.1 reads "1e-3" as a string; numbers are numbers here
+        return float(text) if any(c in text.lower() for c in ".en") else int(text)
+    except ValueError:
+        raise MetarecError(f"config key {key!r} takes a number, got {text!r}") from None
+
+
 def _coerce(value, current, key):
+    if isinstance(current, tuple) and isinstance(value, str):  # a list field: "64,64", "[64, 64]", "64" or ""
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise MetarecError(f"config key {key!r}: cannot parse {value!r} as a list") from None
+        else:
+            value = [p.strip() for p in text.split(",")] if text else []
+        if not isinstance(value, list):
+            raise MetarecError(f"config key {key!r} takes a list such as 64,64, got {value!r}")
+        numeric = all(isinstance(c, int | float) for c in current)  # an empty default: a list of numbers
+        value = [_number(v, key) if numeric and isinstance(v, str) else v for v in value]
     if isinstance(value, str) and isinstance(current, int | float) and not isinstance(current, bool):
         try:  # YAML 1.1 reads "1e-3" as a string; numbers are numbers here
             value = float(value) if any(c in value.lower() for c in ".en") else int(value)
@@ -57,8 +77,12 @@ def _coerce(value, current, key):
     if isinstance(current, int | float) and not isinstance(current, bool):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise MetarecError(f"config key {key!r} takes a number, got {value!r}")
+        if isinstance(current, int) and not float(value).is_integer():  # never truncate 2.5 to 2
+            raise MetarecError(f"config key {key!r} takes a whole number, got {value!r}")
         return type(current)(value)
     if isinstance(current, tuple):
+        if value is None:
+            return ()
         return tuple(value) if isinstance(value, list | tuple) else (value,)
     return value
 

@@ -66,6 +66,11 @@ class ScenarioRunConfig:
     pool_negatives: int = 4  # pooled learners: sampled negatives per positive
     eval_batch: int = 4
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "", pos_int=("repeat", "pool_chunk", "pool_negatives", "eval_batch"))
+
 
 @dataclass
 class ScenarioPrepared:

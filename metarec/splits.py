@@ -47,6 +47,9 @@ class SplitConfig:
     seed: int = 0
 
     def __post_init__(self):
+        from metarec.checks import check_types
+
+        check_types(self, "split")
         if self.protocol not in PROTOCOLS:
             raise MetarecError(f"unknown protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if self.by not in SPLIT_BY:

@@ -38,6 +38,9 @@ class TaskConfig:
     seed: int = 0
 
     def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "tasks", nonneg_int=("negatives", "seed"))
         if self.kind not in TASK_KINDS:
             raise MetarecError(f"unknown task kind {self.kind!r}: choose one of {', '.join(TASK_KINDS)}")
         if self.sizing not in ("melu", "kshot"):

@@ -58,11 +58,30 @@ def test_compare_valid_table_reports_the_selection_data(data_dir, tmp_path, caps
     assert f"| {res['valid']['tasks']}" in valid_part and "valid tasks" in valid_part
 
 
-def test_compare_keeps_finished_runs_when_a_later_one_fails(data_dir, tmp_path, capsys):
+def test_compare_checks_every_entry_before_training(data_dir, tmp_path, capsys):
     stem = tmp_path / "cmp"
     code = main(["compare", "--dataset", data_dir, "--learners", "bias", "melu@learner.nope=1", "--seeds", "0",
                  "--out", str(stem), *FAST])
-    assert code == 2 and "nope" in capsys.readouterr().err
+    assert code == 2 and "unknown config key 'learner.nope'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("cmp*"))  # nothing trained, nothing written
+
+
+def test_compare_keeps_finished_runs_when_a_later_one_fails(data_dir, tmp_path, capsys, monkeypatch):
+    import metarec.pipeline
+    from metarec.errors import MetarecError
+
+    real = metarec.pipeline.train_and_evaluate
+
+    def failing(run, *a, **k):
+        if run.learner == "melu":
+            raise MetarecError("simulated failure of a later run")
+        return real(run, *a, **k)
+
+    monkeypatch.setattr(metarec.pipeline, "train_and_evaluate", failing)
+    stem = tmp_path / "cmp"
+    code = main(["compare", "--dataset", data_dir, "--learners", "bias", "melu", "--seeds", "0",
+                 "--out", str(stem), *FAST])
+    assert code == 2 and "simulated failure" in capsys.readouterr().err
     partial = json.loads(stem.with_suffix(".partial.json").read_text())
     assert [r["learner"] for r in partial["results"]] == ["bias"] and partial["code"]
     assert not stem.with_suffix(".json").exists() and not stem.with_suffix(".md").exists()

@@ -26,6 +26,12 @@ class InnerConfig:
     first_order: bool = False
     learn_lr: str = "none"  # "none", "scalar" (MetaCS) or "per_param" (Meta-SGD)
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "inner", nonneg_int=("steps",), nonneg=("lr",),
+              choices={"learn_lr": ("none", "scalar", "per_param")})
+
 
 def expand_fast(params: Mapping[str, Tensor], batch: int) -> dict[str, Tensor]:
     """The shared initialisation as per-task fast weights: each ``(...)`` tensor viewed as ``(B, ...)``."""

@@ -38,6 +38,12 @@ class TrainConfig:
     select: str = "rmse"  # the meta-valid metric that selects the model
     seed: int = 0
 
+    def __post_init__(self):
+        from metarec.checks import METRIC, check
+
+        check(self, "train", pos_int=("epochs", "meta_batch", "patience"), nonneg_int=("seed",), pos=("lr",),
+              nonneg=("weight_decay", "clip"), choices={"select": METRIC})  # clip 0: no clipping
+
 
 def run_identity(cfg: TrainConfig, identity: dict | None = None) -> dict:
     """Everything that determines a training run: ``{"train": cfg, **identity}`` as plain data."""

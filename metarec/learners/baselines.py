@@ -25,6 +25,11 @@ class BiasConfig:
     reg_user: float = 5.0
     use_user_offset: bool = True
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", nonneg=("reg_item", "reg_user"))
+
 
 class _ItemStatsLearner(Learner):
     meta_trained = False

@@ -35,6 +35,12 @@ class FeatureMLPConfig:
     train_mode: str = "maml"  # "maml": meta-train through the inner loop; "pooled": plain supervised
     loss: str = "mse"  # "mse" for ratings, "bce" for implicit feedback
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", pos_int=("emb_dim",), pos_list=("hidden",),
+              choices={"train_mode": ("maml", "pooled"), "loss": ("mse", "bce")})
+
 
 class FeatureEncoder(nn.Module):
     """Side features -> dense vectors. user: (...,) ids -> (..., F_u * d); item: (...,) -> (..., 2d).

@@ -74,6 +74,12 @@ class LWAConfig:
     threshold: float = 4.0  # explicit view: support ratings >= threshold form the positive class
     center: bool = True  # explicit view: add the task's mean support rating to the output
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", pos_int=("emb_dim",), pos_list=("item_layers",),
+              choices={"coef": ("scalar", "vector", "matrix"), "loss": ("mse", "bce")})
+
 
 def class_masks(rating: Tensor, mask: Tensor, threshold: float) -> Tensor:
     """(B, 2, S) float: row 0 marks the real support entries below ``threshold`` (class 0), row 1 the rest."""

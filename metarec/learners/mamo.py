@@ -81,6 +81,12 @@ class MAMOConfig:
     inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=3, lr=0.01, first_order=False))
     loss: str = "mse"  # "mse" for ratings, "bce" for implicit feedback
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", pos_int=("emb_dim", "n_memory"), nonneg=("tau", "leaky"),
+              frac=("alpha", "beta", "gamma"), choices={"loss": ("mse", "bce")})
+
 
 USER_LAYERS = ("u0", "u1")
 ITEM_LAYERS = ("i0", "i1")

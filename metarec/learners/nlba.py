@@ -51,6 +51,12 @@ class NLBAConfig:
     threshold: float = 4.0  # explicit view: support ratings >= threshold form the positive class
     center: bool = True  # explicit view: add the task's mean support rating to the output
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", pos_int=("emb_dim",), pos_list=("hidden", "item_layers"),
+              choices={"loss": ("mse", "bce")})
+
 
 class NLBA(HistoryLearner):
     name = "nlba"

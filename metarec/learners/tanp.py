@@ -71,6 +71,13 @@ class TaNPConfig:
     item_id: bool = False
     loss: str = "mse"  # "mse" for ratings, "bce" for implicit feedback
 
+    def __post_init__(self):
+        from metarec.checks import check
+
+        check(self, "learner", pos_int=("emb_dim", "z1_dim", "z2_dim", "z_dim", "task_dim", "clusters"),
+              pos_list=("embed_hidden", "enc_hidden", "task_hidden", "dec_hidden"), pos=("temperature",),
+              nonneg=("lam",), choices={"decoder": ("film", "gating-film", "base"), "loss": ("mse", "bce")})
+
 
 def _mlp(sizes: list[int], last_act: bool) -> nn.Sequential:
     layers: list[nn.Module] = []

@@ -29,6 +29,12 @@ class SeqTrainConfig:
     select: str = "ndcg@10"  # meta-valid metric (higher is better)
     seed: int = 0
 
+    def __post_init__(self):
+        from metarec.checks import METRIC, check
+
+        check(self, "train", pos_int=("epochs", "batch", "patience"), nonneg_int=("seed",), pos=("lr",),
+              nonneg=("weight_decay", "clip"), choices={"select": METRIC})
+
     def as_train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, meta_batch=self.batch, lr=self.lr, weight_decay=self.weight_decay,
                            clip=self.clip, patience=self.patience, select=self.select, seed=self.seed)
