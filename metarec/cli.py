@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from metarec.errors import MetarecError
 
@@ -111,7 +113,8 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metarec", description="Meta-learning for cold-start recommendation.")
+    p = _Parser(prog="metarec", description="Meta-learning for cold-start recommendation.",
+                epilog="--debug (anywhere on the line): print the traceback of an internal error instead of saving it.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("datasets", help="the built-in datasets with their sizes")
@@ -140,8 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one command. Bad input (:class:`MetarecError`, an unusable file or folder): one line ``metarec: error:
+    ...`` and exit 2. Anything else is a bug: one line ``metarec: internal error: ...`` with the path of a file
+    holding the traceback, exit 1; ``--debug`` (anywhere on the line) or ``METAREC_DEBUG=1`` raises it instead.
+    Functions called directly (tests) raise their exceptions as usual."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("METAREC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -152,12 +161,56 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.func(args, extra)
     except MetarecError as e:
-        print(f"metarec: error: {e}", file=sys.stderr)
+        print(f"metarec: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metarec: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the environment, not a bug: a full disk, an unwritable --out or METAREC_HOME, ...
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"metarec: error: {_one_line(e.strerror or str(e))}{where}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
+        if debug:
+            raise
+        path = _save_traceback()
+        print(f"metarec: internal error: {type(e).__name__}: {_one_line(str(e))[:300]} (a bug; traceback in {path}, "
+              "or rerun with --debug)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a file (METAREC_HOME/logs, else the temp folder); its path."""
+    import tempfile
+    import traceback
+
+    from metarec.io import metarec_home
+
+    text = traceback.format_exc()
+    for folder in (metarec_home() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix="metarec-crash-", suffix=".txt", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return name
+        except OSError:
+            continue
+    return "(no writable folder)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``metarec: error: ...`` (exit 2), the usage left to --help."""
+
+    def error(self, message):
+        self.exit(2, f"metarec: error: {message} (see `{self.prog} --help`)\n")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def cmd_train(args, extra) -> None:
+    from metarec.io import writable_dir
     from metarec.pipeline import make_config, train_and_evaluate
 
     preset, store = _preset_args(args)
@@ -82,12 +83,21 @@ def cmd_train(args, extra) -> None:
     print(f"{args.learner}: " + (f"preset {run.preset}" if run.preset else "the registry defaults (= paper)")
           + (" + explicit overrides" if over else ""), flush=True)
     out = Path(args.out or f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}")
+    writable_dir(out)  # an unusable --out stops now, not after the first epoch
     res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet, restart=args.restart)
-    print(f"{args.learner} on {args.dataset} {args.protocol} ({args.view}), seed {args.seed}: best epoch "
+    print(f"{run.learner} on {args.dataset} {run.split.protocol} ({run.view}), {seeds_text(run)}: best epoch "
           f"{res['best_epoch']}, {res['train_seconds']:.1f} s")
     print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
           + f"  ({res['test']['tasks']} tasks)")
     print(f"saved {out / 'model.pt'} and {out / 'results.json'}")
+
+
+def seeds_text(run) -> str:
+    """"seed 3", or each seed when the split, task and training seeds differ (``--train.seed=1``)."""
+    seeds = {"split": run.split.seed, "tasks": run.tasks.seed, "train": run.train.seed}
+    if len(set(seeds.values())) == 1:
+        return f"seed {run.split.seed}"
+    return "seeds " + ", ".join(f"{k} {v}" for k, v in seeds.items())
 
 
 def cmd_evaluate(args, extra) -> None:
@@ -364,8 +374,15 @@ def cmd_demo(args, extra) -> None:
 DEMO_LEARNERS = ["melu@preset=paper", "melu", "noadapt", "ptft", "bias", "itempop"]
 
 
+OVERRIDES_HELP = ("Every config field can be set with --section.field=value (sections: train, split, tasks, learner, "
+                  "plus view, threshold, negatives), e.g. --train.epochs=5 --learner.inner.lr=1e-3 "
+                  "--learner.hidden=64,64; `--config FILE.yaml` takes the same keys as a mapping. Bad values stop "
+                  "before any data is read.")
+
+
 def register(sub) -> None:
-    s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json")
+    s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json",
+                       epilog=OVERRIDES_HELP)
     _add_run_args(s)
     s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED)")
     s.add_argument("--restart", action="store_true",
@@ -380,7 +397,8 @@ def register(sub) -> None:
                    help="evaluate even if the data's fingerprint differs from the one recorded at training")
     s.set_defaults(func=cmd_evaluate, takes_overrides=False)
 
-    s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON")
+    s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON",
+                       epilog=OVERRIDES_HELP + " NAME@key=value,key=value gives one learner its own overrides.")
     _add_run_args(s, many=True)
     s.add_argument("--out", help="write OUT.md and OUT.json")
     s.add_argument("--valid", action="store_true",
@@ -393,7 +411,8 @@ def register(sub) -> None:
     s.add_argument("--valid", action="store_true", help="also tabulate the meta-valid metrics")
     s.set_defaults(func=cmd_merge, takes_overrides=False)
 
-    s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG")
+    s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG",
+                       epilog=OVERRIDES_HELP + " NAME@key=value,key=value gives one learner its own overrides.")
     _add_run_args(s, many=True)
     s.add_argument("--ks", nargs="+", type=int, default=[1, 3, 5, 10, 20])
     s.add_argument("--metric", default="rmse")

@@ -42,6 +42,21 @@ def atomic_path(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def writable_dir(path: Path, what: str = "--out") -> Path:
+    """Create folder ``path`` if needed and check that files can be written in it (before any work is done)."""
+    from metarec.errors import MetarecError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MetarecError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as pretty JSON, atomically."""
     with atomic_path(Path(path)) as tmp:

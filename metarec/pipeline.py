@@ -11,7 +11,7 @@ import torch
 
 from metarec.config import apply_overrides
 from metarec.data.features import FeatureSpace, fit_features
-from metarec.data.registry import load_dataset
+from metarec.data.registry import DATASETS, load_dataset
 from metarec.data.types import data_fingerprint, to_implicit
 from metarec.engine.train import TrainConfig, fingerprint, fit
 from metarec.engine.train import run_identity as run_identity_of
@@ -110,7 +110,14 @@ def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str,
     if "learner" in overrides and isinstance(overrides["learner"], dict):
         learner_over.update(overrides["learner"])
     run_over = {k: v for k, v in overrides.items() if not k.startswith("learner")}
-    return apply_overrides(run, run_over), apply_overrides(lcfg, learner_over, "learner.")
+    run, lcfg = apply_overrides(run, run_over), apply_overrides(lcfg, learner_over, "learner.")
+    for flag, given, used in (("--protocol", protocol, run.split.protocol), ("--dataset", dataset, run.dataset),
+                              ("--view", view, run.view)):
+        if given != used:  # a run that prints one setting and runs another
+            raise MetarecError(f"{flag} {given} and the config's {used} disagree: give it once")
+    if dataset not in DATASETS and Path(dataset).exists():  # a path: recorded absolute, valid from any folder
+        run = replace(run, dataset=str(Path(dataset).resolve()))
+    return run, lcfg
 
 
 def prepare(run: RunConfig, ds=None) -> Prepared:
@@ -181,6 +188,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         learner.load_state_dict(state)
         fitted = {**fitted, "best": ev(learner, prep.valid), "resumed_seconds": 0.0}
     elif learner.meta_trained:
+        learner.prefit(prep.split.train)
         ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
         fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
                      checkpoint=ckpt, progress=progress, identity=identity, restart=restart)
@@ -192,7 +200,9 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     test = ev(learner, prep.test) if evaluate_test else None
     result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,
-              "view": run.view, "seed": run.split.seed, "preset": run.preset, "test": test, "valid": fitted["best"],
+              "view": run.view, "seed": run.split.seed,
+              "seeds": {"split": run.split.seed, "tasks": run.tasks.seed, "train": run.train.seed},
+              "preset": run.preset, "test": test, "valid": fitted["best"],
               "best_epoch": fitted["best_epoch"], "train_seconds": train_s, "history": fitted["history"],
               "run_config": asdict(run), "learner_config": asdict(learner_cfg),
               "split": prep.split.describe()}

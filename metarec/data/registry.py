@@ -83,7 +83,7 @@ def load_dataset(name: str, refresh: bool = False) -> Dataset:
         return load_atomic(p)
     known = ", ".join(DATASETS)
     raise MetarecError(f"unknown dataset {name!r}: built-in datasets are {known}; or give a directory of "
-                       "RecBole atomic files, or use --log FILE with --user-col/--item-col")
+                       "RecBole atomic files, or a CSV/parquet log with --user-col and --item-col")
 
 
 def load_atomic(path: Path, dedupe: bool = False) -> Dataset:

@@ -155,6 +155,9 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             if on_batch is not None:
                 on_batch(epoch, step)
         valid = valid_fn(learner)
+        if cfg.select not in valid:
+            raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
+                               f"of {', '.join(k for k in valid if k != 'tasks')}")
         score = sign * valid[cfg.select]
         improved = score < state["best_score"]
         if improved:

@@ -71,6 +71,10 @@ class Learner(nn.Module):
     def fit_direct(self, train_inter) -> None:  # pragma: no cover - optional
         pass
 
+    def prefit(self, train_inter) -> None:
+        """Declared hook, called with the meta-train interactions before meta-training starts (and before a
+        checkpoint is resumed): a closed-form start such as ``metafold``'s ALS factors. Default: nothing."""
+
     def meta_loss(self, batch: TaskBatch) -> Tensor:
         raise NotImplementedError
 

@@ -10,9 +10,11 @@ from metarec.engine.inner import InnerConfig
 from metarec.learners.baselines import BiasConfig, BiasModel, ItemPop
 from metarec.learners.emcdr import EMCDR, EMCDRConfig
 from metarec.learners.feature_mlp import FeatureMLP, FeatureMLPConfig
+from metarec.learners.foldin import FoldIn, FoldInConfig
 from metarec.learners.lwa import LWA, LWAConfig
 from metarec.learners.mamo import MAMO, MAMOConfig
 from metarec.learners.metaemb import MetaEmb, MetaEmbConfig
+from metarec.learners.metafold import MetaFold, MetaFoldConfig
 from metarec.learners.mwuf import MWUF, MWUFConfig
 from metarec.learners.neumf import NeuMF, NeuMFConfig
 from metarec.learners.nlba import NLBA, NLBAConfig
@@ -38,6 +40,9 @@ class LearnerSpec:
 _LR = ("log", 1e-4, 1e-2)  # the outer (Adam) rate
 _EPOCHS = ("int", 5, 30)  # an upper bound: early stopping on meta-valid (train.patience) still applies
 _MAML_SPACE = {"train.lr": _LR, "learner.inner.lr": ("log", 1e-4, 1e-1), "train.epochs": _EPOCHS}
+# the fold-in's factorisation (alpha: the implicit view's confidence, inert in the explicit view)
+_FOLDIN_SPACE = {"rank": ("cat", [8, 16, 32, 64]), "reg": ("log", 0.5, 100.0), "reg_bias": ("log", 0.5, 50.0),
+                 "alpha": ("log", 1.0, 50.0)}
 
 
 def _named(cls, name):
@@ -76,6 +81,18 @@ LEARNERS: dict[str, LearnerSpec] = {
     "bias": LearnerSpec("bias", BiasModel, BiasConfig, BiasConfig,
                         "global mean + item bias (meta-train) + the new user's offset from the support set",
                         space={"learner.reg_item": ("log", 0.1, 100.0), "learner.reg_user": ("log", 0.1, 100.0)}),
+    "foldin": LearnerSpec("foldin", FoldIn, FoldInConfig, FoldInConfig,
+                          "matrix factorisation by ALS on meta-train (biased; iALS in the implicit view), the "
+                          "newcomer folded in by one batched ridge solve on the support set; new items from a "
+                          "ridge map of their attributes",
+                          space={f"learner.{k}": v for k, v in _FOLDIN_SPACE.items()}),
+    "metafold": LearnerSpec("metafold", MetaFold, MetaFoldConfig, MetaFoldConfig,
+                            "fold-in as the inner loop: the closed-form ridge solve on the support set, with the "
+                            "item side (from ALS), per-dimension penalties and a profile prior meta-trained "
+                            "through it (exact second order); metarec's own design",
+                            space={**{f"learner.start.{k}": v for k, v in _FOLDIN_SPACE.items()},
+                                   "train.lr": ("log", 1e-4, 3e-3), "train.epochs": ("int", 2, 20),
+                                   "learner.anchor": ("log", 0.1, 100.0)}),
     "lwa": LearnerSpec("lwa", LWA, LWAConfig, LWAConfig,
                        "LWA (NIPS'17): logistic regression whose weights are a0*R0 + a1*R1, R = the support set's "
                        "mean negative/positive item embeddings",
