@@ -21,7 +21,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "instead of stopping")
     p.add_argument("--implicit", action="store_true", help="implicit view: positives only, rating = 1")
     p.add_argument("--threshold", type=float, default=None,
-                   help="implicit view: ratings >= this are positives (default: all interactions)")
+                   help="implicit view: ratings >= this are positives (default 4, as `train --view implicit`)")
+    p.add_argument("--rating-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="refuse ratings outside [LO, HI] (ratings must always be finite)")
 
 
 def _load(args):
@@ -34,32 +36,44 @@ def _load(args):
         if not (args.user_col and args.item_col):
             raise MetarecError("a log file needs both --user-col and --item-col")
         ds = load_log_dataset(args.dataset, args.user_col, args.item_col, args.rating_col, args.time_col,
-                              dedupe=args.dedupe)
+                              dedupe=args.dedupe, rating_range=args.rating_range)
     elif args.dataset in DATASETS:
         ds = load_dataset(args.dataset)
+        if args.rating_range:
+            lo, hi = args.rating_range
+            r = ds.inter["rating"]
+            if ((r < lo) | (r > hi)).any():
+                raise MetarecError(f"{args.dataset}: {int(((r < lo) | (r > hi)).sum())} rating(s) outside "
+                                   f"--rating-range {lo:g} {hi:g}")
     elif Path(args.dataset).exists():
         if Path(args.dataset).suffix in (".csv", ".tsv", ".parquet", ".txt"):
             raise MetarecError(f"{args.dataset}: name its columns with --user-col and --item-col "
                                "(and --rating-col, --time-col)")
-        ds = load_atomic(Path(args.dataset), dedupe=args.dedupe)
+        ds = load_atomic(Path(args.dataset), dedupe=args.dedupe, rating_range=args.rating_range)
     else:
         ds = load_dataset(args.dataset)  # raises the unknown-dataset error
     if args.implicit or args.threshold is not None:
-        ds = to_implicit(ds, args.threshold)
+        threshold = 4.0 if args.threshold is None else args.threshold  # as `train --view implicit` (threshold 4)
+        ds = to_implicit(ds, threshold)
         if ds.n_inter == 0:
-            raise MetarecError(f"the implicit view with threshold {args.threshold} keeps no interaction")
+            raise MetarecError(f"the implicit view with threshold {threshold} keeps no interaction")
     return ds
 
 
 def cmd_datasets(args) -> None:
-    from metarec.data.registry import DATASETS, cache_dir, is_cached, read_cached
+    import json
+
+    from metarec.data.registry import DATASETS, cache_dir, cache_state
     from metarec.report import markdown_table
 
     rows = []
     for name, spec in DATASETS.items():
-        if is_cached(name):
-            ds = read_cached(cache_dir(name))
-            size, state = (ds.n_users, ds.n_items, ds.n_inter), "prepared"
+        cached = cache_state(cache_dir(name))
+        if cached == "ok":
+            meta = json.loads((cache_dir(name) / "meta.json").read_text())
+            size, state = (meta["users"], meta["items"], meta["interactions"]), "prepared"
+        elif cached.startswith("damaged"):
+            size, state = spec.expected, f"cache {cached} (the next use rebuilds it)"
         else:
             size, state = spec.expected, "not prepared (sizes as published)"
         rows.append([name, *size, spec.source, state, spec.description])

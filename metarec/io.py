@@ -57,6 +57,25 @@ def writable_dir(path: Path, what: str = "--out") -> Path:
     return path
 
 
+def remove_stale_temporaries(final: Path, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove what a killed :func:`atomic_path` left beside ``final`` (``.NAME.*.tmp`` and ``.NAME.old``) once it
+    is older than ``older_than_s`` (younger ones may belong to a write in progress). Returns what it removed."""
+    import time
+
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    now, gone = time.time(), []
+    for p in [*final.parent.glob(f".{final.name}.*.tmp"), final.with_name(f".{final.name}.old")]:
+        try:
+            if p.exists() and now - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                gone.append(p)
+        except OSError:
+            pass
+    return gone
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as pretty JSON, atomically."""
     with atomic_path(Path(path)) as tmp:

@@ -125,7 +125,11 @@ def prepare(run: RunConfig, ds=None) -> Prepared:
     ds = ds if ds is not None else load_dataset(run.dataset)
     if run.view == "implicit":
         ds = to_implicit(ds, run.threshold)
+        if ds.n_inter == 0:
+            raise MetarecError(f"{run.dataset}: the implicit view (ratings >= {run.threshold:g}) keeps no interaction")
     split = make_split(ds, run.split)
+    if len(split.train) == 0:
+        raise MetarecError(f"{run.dataset} {run.split.protocol}: meta-train keeps no interaction (view {run.view})")
     fs = fit_features(ds, split.train)
     icodes, genre = fs.encode_items(ds.items)
     seen = np.unique(split.train["item"].to_numpy())

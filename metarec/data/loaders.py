@@ -36,6 +36,9 @@ ALIASES = {
 }
 
 
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")  # RecBole's field types
+
+
 def read_atomic_text(text: str, source: str) -> pd.DataFrame:
     """Parse one RecBole atomic file (tab-separated, header ``name:type``) into canonical columns.
 
@@ -45,14 +48,23 @@ def read_atomic_text(text: str, source: str) -> pd.DataFrame:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise MetarecError(f"{source}: the file is empty")
-    header = text.split("\n", 1)[0].split("\t")
+    lines = text.split("\n")
+    header = lines[0].split("\t")
     names = []
     for h in header:
         name, _, typ = h.partition(":")
         if not typ:
             raise MetarecError(f"{source}: header field {h!r} is not of the form name:type (RecBole atomic)")
+        if typ not in ATOMIC_TYPES:
+            raise MetarecError(f"{source}, line 1: field {h!r} has type {typ!r}, not one of "
+                               f"{', '.join(ATOMIC_TYPES)} (is the file tab-separated?)")
         canon = ALIASES.get(name, name)
         names.append(canon)
+    n_tabs = len(header) - 1
+    for j, line in enumerate(lines[1:], start=2):  # a comma-separated or truncated row would shift fields
+        if line and line.count("\t") != n_tabs:
+            raise MetarecError(f"{source}, line {j}: {line.count(chr(9)) + 1} tab-separated field(s), the header "
+                               f"has {len(header)}")
     df = pd.read_csv(
         io.StringIO(text), sep="\t", header=0, names=names, dtype=str, keep_default_na=False,
         na_values=[""], quoting=3, engine="c",
@@ -100,12 +112,13 @@ def read_log(path: str | Path, user: str, item: str, rating: str | None = None, 
 
 def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = None,
                   items: pd.DataFrame | None = None, source: str = "", dedupe: bool = False,
-                  keep_all_side: bool = False) -> Dataset:
+                  keep_all_side: bool = False, rating_range: tuple[float, float] | None = None) -> Dataset:
     """Validate raw frames with raw string ids and index them densely.
 
     ``inter`` needs ``user, item, rating, timestamp``; ``users``/``items`` (optional) need ``user``/``item``
     plus side fields. Users and items are indexed in order of first appearance in time, so indices are
-    reproducible. Items that appear only in the item file are kept only if ``keep_all_side``.
+    reproducible. Items that appear only in the item file are kept only if ``keep_all_side``. Ratings must be
+    finite 32-bit numbers, and within ``rating_range`` (lo, hi) if given.
     """
     src = source or name
     need = ["user", "item", "rating", "timestamp"]
@@ -129,6 +142,19 @@ def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = N
             raise MetarecError(f"{src}: {int(bad.sum())} non-numeric or NaN {col} value(s), first in "
                                f"interaction row {row + 1}: {inter[col].iloc[row]!r}")
         inter[col] = num
+    rating = inter["rating"].to_numpy(dtype=float)
+    too_big = np.abs(rating) > np.finfo(np.float32).max  # finite in float64, infinite once stored as float32
+    if too_big.any():
+        row = int(np.flatnonzero(too_big)[0])
+        raise MetarecError(f"{src}: rating {rating[row]:g} in interaction row {row + 1} is out of "
+                           "range (not a finite 32-bit number)")
+    if rating_range is not None:
+        lo, hi = rating_range
+        out = (rating < lo) | (rating > hi)
+        if out.any():
+            row = int(np.flatnonzero(out)[0])
+            raise MetarecError(f"{src}: {int(out.sum())} rating(s) outside --rating-range {lo:g} {hi:g}, first in "
+                               f"interaction row {row + 1}: {rating[row]:g}")
     dup = inter.duplicated(subset=["user", "item"], keep="last")
     if dup.any():
         if not dedupe:
