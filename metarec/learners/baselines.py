@@ -41,21 +41,33 @@ class _ItemStatsLearner(Learner):
         self.register_buffer("item_count", torch.zeros(ctx.n_items))
 
     def fit_direct(self, train_inter) -> None:
-        r = train_inter["rating"].to_numpy(np.float64)
-        it = train_inter["item"].to_numpy()
-        mu = float(r.mean())
-        n = np.bincount(it, minlength=self.ctx.n_items).astype(np.float64)
-        s = np.bincount(it, weights=r - mu, minlength=self.ctx.n_items)
+        mu, bi = item_biases(train_inter, self.ctx.n_items, self.config.reg_item)
         self.mu.fill_(mu)
-        self.item_bias.copy_(torch.from_numpy(s / (self.config.reg_item + n)).float())
-        self.item_count.copy_(torch.from_numpy(n).float())
+        self.item_bias.copy_(bi)
+        self.item_count.copy_(torch.from_numpy(np.bincount(train_inter["item"].to_numpy(),
+                                                           minlength=self.ctx.n_items)).float())
 
     def _user_offset(self, support: TaskBatch) -> Tensor:
         if not self.config.use_user_offset:
             return torch.zeros(len(support))
-        m = support.s_mask.float()
-        resid = (support.s_rating - self.mu - self.item_bias[support.s_item]) * m  # (B, S)
-        return resid.sum(1) / (self.config.reg_user + m.sum(1))  # (B,)
+        return user_offsets(support, self.mu, self.item_bias, self.config.reg_user)
+
+
+def item_biases(train_inter, n_items: int, reg_item: float) -> tuple[float, Tensor]:
+    """The global mean and the shrunk item biases ``b_i = sum(r - mu) / (reg_item + n_i)`` (float32 (I,))."""
+    r = train_inter["rating"].to_numpy(np.float64)
+    it = train_inter["item"].to_numpy()
+    mu = float(r.mean())
+    n = np.bincount(it, minlength=n_items).astype(np.float64)
+    s = np.bincount(it, weights=r - mu, minlength=n_items)
+    return mu, torch.from_numpy(s / (reg_item + n)).float()
+
+
+def user_offsets(support: TaskBatch, mu: Tensor, item_bias: Tensor, reg_user: float) -> Tensor:
+    """(B,) each task's shrunk offset ``sum(r - mu - b_i) / (reg_user + n)`` over its support ratings."""
+    m = support.s_mask.to(item_bias.dtype)
+    resid = (support.s_rating - mu - item_bias[support.s_item]) * m  # (B, S)
+    return resid.sum(1) / (reg_user + m.sum(1))
 
 
 class BiasModel(_ItemStatsLearner):

@@ -15,7 +15,7 @@ Learners on this network:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -34,12 +34,19 @@ class FeatureMLPConfig:
     inner: InnerConfig = field(default_factory=InnerConfig)
     train_mode: str = "maml"  # "maml": meta-train through the inner loop; "pooled": plain supervised
     loss: str = "mse"  # "mse" for ratings, "bce" for implicit feedback
+    # explicit only: the network predicts the residual of the bias model (mu + b_i from meta-train, b_u from the
+    # support set, both shrunk as in ``bias``), which measures how much of MeLU's gap to ``bias`` is structural
+    residual: bool = False
 
     def __post_init__(self):
         from metarec.checks import check
 
         check(self, "learner", pos_int=("emb_dim",), pos_list=("hidden",),
               choices={"train_mode": ("maml", "pooled"), "loss": ("mse", "bce")})
+        if self.residual and self.loss != "mse":
+            from metarec.errors import MetarecError
+
+            raise MetarecError("learner.residual anchors the network on the bias model: explicit view only")
 
 
 class FeatureEncoder(nn.Module):
@@ -121,6 +128,29 @@ class FeatureMLP(Learner):
                  for k, v in self.head.named_parameters()})
         elif inner.learn_lr != "none":
             raise ValueError(f"unknown learn_lr {inner.learn_lr!r}")
+        if config.residual:  # the bias model the network is anchored on (fitted by ``prefit``)
+            self.register_buffer("base_mu", torch.zeros(()))
+            self.register_buffer("base_item", torch.zeros(ctx.n_items))
+
+    def prefit(self, train_inter) -> None:
+        if self.config.residual:
+            from metarec.learners.baselines import BiasConfig, item_biases
+
+            mu, bi = item_biases(train_inter, self.ctx.n_items, BiasConfig().reg_item)
+            self.base_mu.fill_(mu)
+            self.base_item.copy_(bi)
+
+    def _base(self, support: TaskBatch) -> tuple[Tensor, Tensor]:
+        """The bias model's user offsets (B,) from the support set, and its item part mu + b_i (n_items,)."""
+        from metarec.learners.baselines import BiasConfig, user_offsets
+
+        return user_offsets(support, self.base_mu, self.base_item, BiasConfig().reg_user), self.base_mu + self.base_item
+
+    def _residualise(self, batch: TaskBatch) -> tuple[TaskBatch, Tensor, Tensor]:
+        """The batch with the bias model's prediction subtracted from every support and query rating."""
+        bu, item = self._base(batch)
+        return (replace(batch, s_rating=batch.s_rating - bu[:, None] - item[batch.s_item],
+                        q_rating=batch.q_rating - bu[:, None] - item[batch.q_item]), bu, item)
 
     # --- the functional pieces -------------------------------------------------------------------------
     def fast_init(self) -> dict[str, Tensor]:
@@ -277,6 +307,8 @@ class FeatureMLP(Learner):
 
     # --- the learner verbs ----------------------------------------------------------------------------
     def meta_loss(self, batch: TaskBatch) -> Tensor:
+        if self.config.residual:
+            batch = self._residualise(batch)[0]
         if self.config.train_mode == "pooled":
             users = torch.cat([batch.s_user, batch.q_user], 1)  # (B, S+Q)
             x = self.encoder.pair(users, torch.cat([batch.s_item, batch.q_item], 1))
@@ -300,6 +332,14 @@ class FeatureMLP(Learner):
         return masked_task_loss(self._head(fast, x_q), batch.q_rating, batch.q_mask, self.loss_kind).mean()
 
     def adapt(self, support: TaskBatch) -> Adapted:
+        if self.config.residual:
+            support, bu, item = self._residualise(support)
+            net = self._adapt_net(support)
+            return Adapted(net.owners, lambda users, items: net.score(users, items) + bu[:, None] + item[items],
+                           lambda items: net.score_items(items) + bu[:, None] + item[items][None, :])
+        return self._adapt_net(support)
+
+    def _adapt_net(self, support: TaskBatch) -> Adapted:
         inner = self.config.inner
         x_s = self.encoder.pair(support.s_user, support.s_item)  # (B, S, D)
         fast = self._adapt_fast(x_s, support, inner.steps, first_order=True)
