@@ -204,15 +204,15 @@ def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool
 def cmd_merge(args, extra) -> None:
     """One table from several ``compare`` records of the same dataset, protocol and view (e.g. one per seed,
     run in parallel); a (learner, seed) pair may appear once."""
+    from metarec.io import read_record
+
     commands, codes, results = [], [], []
     for path in args.inputs:
-        try:
-            blob = json.loads(Path(path).read_text())
-            commands += blob.get("commands", [blob.get("command", "")])
-            codes += blob.get("codes", [blob.get("code", "unrecorded")])
-            results += blob["results"]
-        except (OSError, json.JSONDecodeError, KeyError) as e:
-            raise MetarecError(f"{path}: not a `metarec compare` record ({type(e).__name__})") from None
+        blob = read_record(path, "`metarec compare` record", result_keys=("dataset", "protocol", "view", "seed",
+                                                                           "learner", "test"))
+        commands += blob.get("commands", [blob.get("command", "")])
+        codes += blob.get("codes", [blob.get("code", "unrecorded")])
+        results += blob["results"]
     if not results:
         raise MetarecError("no results to merge")
     kinds = {(r["dataset"], r["protocol"], r["view"]) for r in results}
@@ -325,11 +325,13 @@ def _curve_title(command: str) -> str:
 
 def _replot(path: Path) -> None:
     """Redraw a curve's PNG from its JSON record (no training)."""
-    try:
-        rec = json.loads(path.read_text())
-        curves, metric = rec["curves"], rec["metric"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise MetarecError(f"{path}: not a `metarec curve` record ({type(e).__name__})") from None
+    from metarec.io import read_record
+
+    rec = read_record(path, "`metarec curve` record", keys=("curves", "metric"))
+    curves, metric = rec["curves"], rec["metric"]
+    if not isinstance(curves, dict) or not all(isinstance(p, list) and all(isinstance(x, list) and len(x) == 3
+                                                                           for x in p) for p in curves.values()):
+        raise MetarecError(f"{path}: not a `metarec curve` record (its curves are not lists of [K, mean, std])")
     title = rec.get("title") or _curve_title(rec.get("command", ""))
     plot_curves(curves, metric, title, path.with_suffix(".png"))
     print(f"wrote {path.with_suffix('.png')}")

@@ -76,6 +76,27 @@ def remove_stale_temporaries(final: Path, older_than_s: float = 3600.0) -> list[
     return gone
 
 
+def read_record(path: Path, what: str, keys=("results",), result_keys=()) -> dict:
+    """A JSON record written by metarec (``compare``, ``curve``, ``seqrec``, ...): a mapping holding ``keys``;
+    if ``result_keys``, its "results" are mappings holding them. Anything else raises a one-line error."""
+    from metarec.errors import MetarecError
+
+    try:
+        blob = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MetarecError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise MetarecError(f"{path}: not a {what} ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or any(k not in blob for k in keys):
+        raise MetarecError(f"{path}: not a {what} (it lacks {', '.join(keys)})")
+    if result_keys:
+        res = blob.get("results")
+        if not isinstance(res, list) or not all(isinstance(r, dict) and all(k in r for k in result_keys)
+                                                 for r in res):
+            raise MetarecError(f"{path}: not a {what} (its results lack {', '.join(result_keys)})")
+    return blob
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as pretty JSON, atomically."""
     with atomic_path(Path(path)) as tmp:

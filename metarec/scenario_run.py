@@ -36,7 +36,7 @@ from metarec.data.registry import load_dataset
 from metarec.data.types import data_fingerprint
 from metarec.engine.train import TrainConfig, fit
 from metarec.errors import MetarecError
-from metarec.io import code_version, record_codes, write_json, write_text
+from metarec.io import code_version, read_record, record_codes, write_json, write_text
 from metarec.learners.base import Context, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.mf import MFConfig, pretrained_embeddings
@@ -367,11 +367,9 @@ def write_tables(stem: Path, commands: list[str], results: list[dict], title: st
 
 def cmd_merge(args, extra) -> None:
     """Merge the JSON of several ``compare`` runs (e.g. one per seed, run in parallel) into one table."""
-    import json
-
     commands, results = [], []
     for path in args.inputs:
-        blob = json.loads(Path(path).read_text())
+        blob = read_record(path, "`metarec scenario compare` record", result_keys=("label", "seed"))
         commands += blob.get("commands", [blob["command"]] if "command" in blob else [])
         results += blob["results"]
     if args.labels:

@@ -343,14 +343,11 @@ def _write(args, commands: str, st: dict, results: list[dict]) -> None:
 
 def _merge(args) -> None:
     """Combine the JSON files of several runs (e.g. one process per seed) into one table."""
-    import json
+    from metarec.io import read_record
 
     results, commands, st = [], [], None
     for f in args.merge:
-        try:
-            blob = json.loads(Path(f).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise MetarecError(f"{f}: not a seqrec results file ({e})") from None
+        blob = read_record(f, "seqrec results file", keys=("protocol", "command", "results"))
         if st is not None and blob["protocol"] != st:
             raise MetarecError(f"{f}: another protocol than {args.merge[0]}; cannot merge")
         st = blob["protocol"]
