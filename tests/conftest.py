@@ -44,6 +44,16 @@ def synthetic_frames(n_users: int = 60, n_items: int = 80, seed: int = 0):
     return inter, users, items
 
 
+def require(module: str):
+    """``pytest.importorskip(module)``, except under ``METAREC_REQUIRE_EXTRAS=1`` (``make test-slow``, which
+    installs the extras): there a missing module fails the test instead of skipping it silently."""
+    if os.environ.get("METAREC_REQUIRE_EXTRAS") == "1":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 @pytest.fixture
 def tiny_dataset():
     inter, users, items = synthetic_frames()

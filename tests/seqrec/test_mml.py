@@ -14,6 +14,7 @@ from metarec.seqrec.mml import MMLConfig, MMLModel, load_mml, save_mml, variant_
 from metarec.seqrec.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig
 from metarec.tasks import build_sequence_tasks
+from tests.conftest import require
 
 N_ITEMS = 30
 NET = MMLNetConfig(dim=8, blocks=2, heads=2, inner_size=8, dropout=0.0, max_len=12, fusion_hidden=6)
@@ -116,7 +117,7 @@ def test_encode_is_causal_and_ignores_padding():
 @pytest.mark.parametrize("backend", ["exact", "faiss"])
 def test_generator_topk_equals_brute_force(backend):
     if backend == "faiss":
-        pytest.importorskip("faiss")
+        require("faiss")
     g = torch.Generator().manual_seed(1)
     feats = [torch.randn(40, 5, generator=g), torch.randn(40, 7, generator=g)]
     feats[1][3] = 0.0  # an item without a picture: cosine 0 in that modality

