@@ -82,7 +82,9 @@ def cmd_train(args, extra) -> None:
                             preset=preset, presets=store)
     print(f"{args.learner}: " + (f"preset {run.preset}" if run.preset else "the registry defaults (= paper)")
           + (" + explicit overrides" if over else ""), flush=True)
-    out = Path(args.out or f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}")
+    default_out = f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}" + (
+        f"-{run.preset}" if run.preset else "")  # runs of one learner with different presets do not collide
+    out = Path(args.out or default_out)
     writable_dir(out)  # an unusable --out stops now, not after the first epoch
     res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet, restart=args.restart)
     print(f"{run.learner} on {args.dataset} {run.split.protocol} ({run.view}), {seeds_text(run)}: best epoch "
@@ -386,7 +388,7 @@ def register(sub) -> None:
     s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json",
                        epilog=OVERRIDES_HELP)
     _add_run_args(s)
-    s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED)")
+    s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED[-PRESET])")
     s.add_argument("--restart", action="store_true",
                    help="discard OUT's checkpoint and train from scratch (default: resume it if its settings match)")
     s.set_defaults(func=cmd_train, takes_overrides=True)
