@@ -199,8 +199,12 @@ def load_torch(path: Path, what: str = "model") -> dict:
     path = Path(path)
     if not path.is_file():
         raise MetarecError(f"{path}: no such {what} file")
+    import warnings
+
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files; we refuse them
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = ("it holds objects other than tensors and plain data, refused unread"
                   if "Weights only load failed" in str(e) else str(e).splitlines()[0][:100])

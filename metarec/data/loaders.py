@@ -7,6 +7,7 @@ with one line that names the file and the problem.
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def read_log(path: str | Path, user: str, item: str, rating: str | None = None, 
         else:
             df = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str,
                              keep_default_na=False, na_values=[""])
-    except (ValueError, OSError, pd.errors.ParserError) as e:
+    except (ValueError, OSError, pd.errors.ParserError, csv.Error) as e:  # csv.Error: no delimiter to sniff
         raise MetarecError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'}: "
                            f"{str(e).splitlines()[0]}") from None
     wanted = {"user": user, "item": item}
