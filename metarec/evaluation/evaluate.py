@@ -4,7 +4,9 @@
   query items ordered by predicted score; the gain, ``ndcg_gain``, as in ``metrics.query_ndcg_at_k``:
   linear rating by default, ``exp`` = 2^r - 1, or RecBole-MetaRec's ``binary_topk``).
 - ``evaluate_ranking``: full ranking of each task's owner against every candidate item of the protocol,
-  excluding the task's own support items; the query positives are the relevant items.
+  excluding the task's own support positives (support rating > 0: items the user is known to have); sampled
+  support negatives stay candidates, like any item the user has not interacted with. The query positives are
+  the relevant items.
 """
 
 from __future__ import annotations
