@@ -16,6 +16,7 @@ another wrong outcome without a traceback).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -333,8 +334,8 @@ def classify(case: Case, code: int | None, out: str, err: str) -> str:
         return "traceback"
     if case.code == 0:
         return "clear" if code == 0 and case.needle in out else "silent"
-    lines = [x for x in err.strip().splitlines() if x.strip()]
-    if code == case.code and len(lines) == 1 and lines[0].startswith("metarec: error:"):
+    lines = [x for x in err.strip().splitlines() if x.strip() and not x.startswith(("usage:", " "))]  # argparse usage
+    if code == case.code and len(lines) == 1 and re.match(r"metarec( [\w-]+)*: error:", lines[0]):
         return "clear"
     return "silent"
 

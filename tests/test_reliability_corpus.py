@@ -52,6 +52,7 @@ def test_case(case, tmp_path, monkeypatch):
     assert classify(case, code, out, err) == "clear", (code, out[-500:], err[-2000:])
     assert case.needle in (out if case.code == 0 else err), err
     if case.code != 0:
+        assert err.count("\n") == 1 and err.startswith("metarec: error: "), err  # one line, no usage block
         assert leftovers(w, before) == [], "half-written output"
     assert not (w / "PWNED").exists(), "a file's pickle payload ran"
 

@@ -340,7 +340,8 @@ class MMLModel(SeqMethod):
                 continue
             ckpt = Path(out_dir) / f"checkpoint-stage{stage}.pt" if out_dir is not None else None
             t0 = time.perf_counter()
-            fitted = fit_seq(self, train_tasks, valid_fn, stage_cfgs[key], checkpoint=ckpt, progress=progress)
+            fitted = fit_seq(self, train_tasks, valid_fn, stage_cfgs[key], checkpoint=ckpt, progress=progress,
+                             identity={"stage": key, "config": asdict(self.config), "tasks": len(train_tasks)})
             record[key] = {**fitted, "seconds": time.perf_counter() - t0 + fitted["resumed_seconds"]}
             if ck is not None:
                 state = {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(owners[stage])}
