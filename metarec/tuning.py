@@ -18,6 +18,7 @@ metric). ``preset_name`` also stores the best settings as a named preset (:mod:`
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,16 @@ class TuneConfig:
     timeout: float | None = None  # seconds after which no new trial starts (the running one finishes)
     preset: str | None = "auto"  # the base settings: a preset name, "auto" (the working default) or None
     overrides: dict = field(default_factory=dict)  # fixed explicit overrides: they win and are not searched
+
+
+def _scalar(value):
+    """A command-line override as the JSON scalar it spells ("16" -> 16, "8.2" -> 8.2), other text as is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def learner_space(learner: str) -> dict:
@@ -192,9 +203,9 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
         raise MetarecError(f"no trial of {cfg.learner} completed; see {out / 'tune.md'}")
     if preset_name:
         best = record["best"]
-        entry = {"overrides": {**base_over, **{k: v for k, v in cfg.overrides.items()
-                                              if k.startswith(("train.", "learner."))}, **best["params"]},
-                 "when": {"view": cfg.view}, "command": command, "code": version,
+        fixed_over = {k: _scalar(v) for k, v in cfg.overrides.items() if k.startswith(("train.", "learner."))}
+        entry = {"overrides": {**base_over, **fixed_over, **best["params"]},
+                 "when": {"dataset": cfg.dataset, "view": cfg.view}, "command": command, "code": version,
                  "note": (f"tuned by `metarec tune`: {record['complete']} trials of TPE on {cfg.dataset} "
                           f"{cfg.protocol} {cfg.view} seed {cfg.seed}; best meta-valid {metric} "
                           f"{best['value']:.4f} (trial {best['number']})")}

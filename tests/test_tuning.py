@@ -53,7 +53,7 @@ def test_tune_bias_records_every_trial_and_stores_a_preset_that_reproduces_the_b
     assert (out / "study.db").is_file()
     preset = json.loads(store.read_text())["bias"]["default"]
     assert preset["overrides"] == rec["best"]["params"] and preset["command"] == rec["command"]
-    assert preset["when"] == {"view": "explicit"} and preset["code"]
+    assert preset["when"] == {"dataset": rec["dataset"], "view": "explicit"} and preset["code"]
     # resuming without --preset keeps the base the study began with, though the tune has since stored a default
     argv[argv.index("3")] = "4"
     assert main(argv) == 0, capsys.readouterr().err
@@ -279,3 +279,14 @@ def test_shipped_presets_are_valid_and_the_demo_labels_the_paper_row():
         pipeline.make_config(name, "ml-100k", "user-cold", 0, "explicit", {k: v for k, v in own.items()
                                                                            if k != "preset"},
                              preset=own.get("preset", AUTO))
+
+
+def test_a_fixed_override_is_stored_in_the_preset_as_the_number_it_spells(data_dir, tmp_path, capsys):
+    out, store = tmp_path / "tune", tmp_path / "presets.json"
+    argv = ["tune", "--learner", "bias", "--dataset", data_dir, "--trials", "2", "--out", str(out),
+            "--presets", str(store), "--preset-name", "mine", "--split.by=random", "--tasks.min_inter=14",
+            "--learner.reg_user=2.5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    preset = json.loads(store.read_text())["bias"]["mine"]
+    assert preset["overrides"]["learner.reg_user"] == 2.5 and "learner.reg_item" in preset["overrides"]
+    assert preset["when"] == {"dataset": data_dir, "view": "explicit"}
