@@ -198,7 +198,9 @@ class MetaFold(Learner):
             pred = adapted.score(batch.q_user, batch.q_item)  # (B, Q)
             m = qm.float()
             loss = (((pred - batch.q_rating) ** 2) * m).sum() / m.sum().clamp_min(1.0)
-        if self.config.anchor > 0:
-            loss = loss + self.config.anchor * (((self.item_q - self.q0) ** 2).sum(1).mean()
-                                                + ((self.item_b - self.b0) ** 2).mean())
+        if self.config.anchor > 0:  # (implicit: iALS has no item bias, so the learned one is not anchored)
+            pull = ((self.item_q - self.q0) ** 2).sum(1).mean()
+            if not self.implicit:
+                pull = pull + ((self.item_b - self.b0) ** 2).mean()
+            loss = loss + self.config.anchor * pull
         return loss
