@@ -17,6 +17,70 @@ EXPLICIT = ("rmse", "mae", "ndcg@3")
 IMPLICIT = ("recall@10", "ndcg@10", "mrr@10")
 
 
+STATES = ("user-cold", "warm", "item-cold", "user-item-cold")
+META = ("metafold",)  # the meta-learners of the tuned tables (the networks are meta-learners too, see below)
+
+
+def _summary(res: list, metric: str) -> dict:
+    """label -> (mean, std, per-seed values) of ``metric`` on meta-test."""
+    out = {}
+    for label in dict.fromkeys(r.get("label", r["learner"]) for r in res):
+        v = np.array([r["test"][metric] for r in res if r.get("label", r["learner"]) == label])
+        out[label] = (v.mean(), v.std(), v)
+    return out
+
+
+def tuned_section(root: Path) -> list[str]:
+    """Issue 19's tables (docs/results/tuned/): the best learner per dataset, state and view, then each table."""
+    tdir = root / "tuned"
+    if not tdir.is_dir():
+        return []
+    rows, tables = [], []
+    for d in ("ml-1m", "ml-100k"):
+        for view, metric, better in (("explicit", "rmse", min), ("implicit", "recall@10", max)):
+            for p in STATES:
+                path = tdir / f"{d}_{p}_{view}.json"
+                if not path.is_file():
+                    continue
+                data = json.loads(path.read_text())
+                res = data["results"]
+                summ = _summary(res, metric)
+                best = better(summ, key=lambda k: summ[k][0])
+                sign = 1 if better is max else -1
+                base = {k: v for k, v in summ.items() if k not in META}
+                runner = better(base, key=lambda k: base[k][0]) if best in META else None
+                wins = ""
+                if runner is not None:
+                    n = int(sum(sign * (a - b) > 0 for a, b in zip(summ[best][2], base[runner][2], strict=True)))
+                    wins = f" (beats {runner} {summ[runner][0]:.4f} on {n} of {len(summ[best][2])} seeds)"
+                rows.append([d, p, view, metric, f"{best} {summ[best][0]:.4f} ± {summ[best][1]:.4f}{wins}"]
+                            + [f"{summ[k][0]:.4f}" if k in summ else "-" for k in ("bias", "itempop", "foldin",
+                                                                                   "metafold", "ptft", "melu")])
+                metrics = EXPLICIT if view == "explicit" else IMPLICIT
+                trows = []
+                for label in summ:
+                    cells = [label]
+                    for m in metrics:
+                        v = np.array([r["test"][m] for r in res if r.get("label", r["learner"]) == label])
+                        cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+                    vv = [r["valid"][metrics[0]] for r in res if r.get("label", r["learner"]) == label]
+                    trows.append(cells + [f"{np.mean(vv):.4f}", len(vv)])
+                rel = path.relative_to(root).with_suffix(".md").as_posix()
+                tables += [f"### {d}, {p}, {view} ([{rel}]({rel}))", "",
+                           f"{res[0]['test']['tasks']} meta-test tasks. Code: {data.get('code', '?')}.", "",
+                           markdown_table(["learner", *metrics, f"valid {metrics[0]}", "seeds"], trows), ""]
+    head = ["## Which learner for which state (tuned presets, 3 seeds)", "",
+            "The tables of issue 19: each learner with its tuned working default (`metarec tune`, 30 trials on "
+            "user-cold seed 0 of each dataset and view, meta-valid only; see [tuning/](tuning/README.md)), the "
+            "same presets reused in every state and seed; `bash docs/results/run_tuned.sh` reruns them. Findings "
+            "and the targets: [tuned/README.md](tuned/README.md). Best learner by the mean of meta-test "
+            "RMSE (explicit) or Recall@10 (implicit, full ranking); the other columns are the means of the same "
+            "metric.", "",
+            markdown_table(["dataset", "state", "view", "metric", "best (mean ± std)", "bias", "itempop",
+                            "foldin", "metafold", "ptft", "melu"], rows), ""]
+    return head + tables + ["## Earlier tables (paper presets and hand-picked rates)", ""]
+
+
 def main() -> None:
     root = Path("docs/results")
     parts = ["# Results", "",
@@ -83,6 +147,7 @@ def main() -> None:
              " by true rating can then score below 1, as there. `exp` is TaNP's nDCG (MAMO's up to its "
              "re-sorting of the top k). `linear` is metarec's own and stays the default, so the tables below "
              "keep their values.", ""]
+    parts += tuned_section(root)
     paths = sorted(root.glob("*.json")) + sorted((root / "coldstart").glob("*.json"))
     for path in paths:
         data = json.loads(path.read_text())
