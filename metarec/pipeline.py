@@ -195,7 +195,8 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         learner.prefit(prep.split.train)
         ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
         fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
-                     checkpoint=ckpt, progress=progress, identity=identity, restart=restart)
+                     checkpoint=ckpt, progress=progress, identity=identity, restart=restart,
+                     select_start=learner.select_start)
         if pretrained is not None and pooled:
             pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
     else:

@@ -91,7 +91,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         collate_fn: Callable[[list[Task]], object] = collate,
         batch_loss: Callable[[object, object], torch.Tensor] | None = None,
         params: list[torch.nn.Parameter] | None = None, identity: dict | None = None,
-        restart: bool = False) -> dict:
+        restart: bool = False, select_start: bool = False) -> dict:
     """Meta-train ``learner`` on ``train_tasks``; select the epoch with the best ``valid_fn(learner)[select]``.
 
     Returns ``{"history": [...], "best_epoch": e, "best": metrics, "resumed_seconds": s}``; the learner holds
@@ -105,6 +105,10 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     Run identity: ``identity`` is everything besides ``cfg`` that determines the run (the caller's whole config,
     the data's fingerprint, the split); the checkpoint records it with ``cfg`` and a run resumes only on an
     exact match, otherwise one line names the keys that differ. ``restart`` discards an existing checkpoint.
+
+    ``select_start``: the learner as it is before the first step (a closed-form start, e.g. ``metafold``'s ALS
+    fit) is scored on meta-valid too and competes in the selection as epoch 0 (``best_epoch`` 0: no epoch beat
+    it, the start is kept).
     """
     if not train_tasks:
         raise MetarecError("no training tasks")
@@ -135,6 +139,16 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         state.setdefault("seconds", 0.0)  # checkpoints written before the field
         print(f"resuming {checkpoint}: {state['epoch']} of {cfg.epochs} epochs done", file=sys.stderr, flush=True)
     resumed_seconds = state["seconds"]
+    if select_start and state["epoch"] == 0 and "start" not in state:
+        learner.eval()
+        valid = valid_fn(learner)
+        if cfg.select not in valid:
+            raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
+                               f"of {', '.join(k for k in valid if k != 'tasks')}")
+        state.update(start=valid, best_score=sign * valid[cfg.select],
+                     best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
+        if progress:
+            tqdm.write(f"start: valid {cfg.select} {valid[cfg.select]:.4f}")
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
         epoch, t_epoch = state["epoch"], time.perf_counter()
@@ -178,6 +192,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
                                           "fingerprint": fingerprint(ident)})
     if state["best_state"] is not None:
         learner.load_state_dict(state["best_state"])
-    best = copy.deepcopy(state["history"][state["best_epoch"]]) if state["best_epoch"] >= 0 else {}
+    best = (copy.deepcopy(state["history"][state["best_epoch"]]) if state["best_epoch"] >= 0
+            else copy.deepcopy(state.get("start", {})))
     return {"history": state["history"], "best_epoch": state["best_epoch"] + 1, "best": best,
             "resumed_seconds": resumed_seconds}

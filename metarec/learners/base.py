@@ -61,6 +61,7 @@ class Learner(nn.Module):
 
     name: str = ""
     meta_trained: bool = True
+    select_start: bool = False  # the learner before meta-training (its prefit start) competes in model selection
     loss_kind: str = "mse"
 
     def __init__(self, ctx: Context, config):

@@ -92,6 +92,7 @@ class MetaFold(Learner):
 
     name = "metafold"
     meta_trained = True
+    select_start = True  # the ALS start (= foldin) competes on meta-valid: meta-training is kept only if it helps
 
     def __init__(self, ctx: Context, config: MetaFoldConfig):
         super().__init__(ctx, config)

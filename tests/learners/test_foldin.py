@@ -286,3 +286,46 @@ def test_item_cold_new_items_get_content_factors(tiny_dataset):
     plain.fit_direct(prep.split.train)
     assert plain.Q[new].abs().sum() == 0
     assert isinstance(prep.split.train, pd.DataFrame)
+
+
+@pytest.mark.parametrize("scores, best_epoch", [((1.0, 2.0, 3.0), 0), ((1.0, 0.5, 3.0), 1), ((1.0, 2.0, 0.9), 2)])
+def test_select_start_lets_the_start_compete_as_epoch_0(tiny_dataset, scores, best_epoch):
+    """fit(select_start=True) scores the learner before the first step; scripted meta-valid scores decide."""
+    from metarec.engine.train import TrainConfig, fit
+
+    prep = user_cold_prep(tiny_dataset, "explicit")
+    start = FoldInConfig(rank=3, reg=2.0, content=False)
+    meta = MetaFold(prep.ctx, MetaFoldConfig(start=start, resample=False))
+    meta.prefit(prep.split.train)
+    before = {k: v.clone() for k, v in meta.state_dict().items()}
+    seq = iter(scores)
+    out = fit(meta, prep.train, lambda m: {"rmse": next(seq)}, TrainConfig(epochs=2, meta_batch=8, lr=3e-2,
+              patience=5), progress=False, select_start=True)
+    assert out["best_epoch"] == best_epoch and out["best"]["rmse"] == min(scores)
+    same = all(torch.equal(v, meta.state_dict()[k]) for k, v in before.items())
+    assert same is (best_epoch == 0)
+
+
+def test_metafold_keeps_its_als_start_when_meta_training_only_hurts(tiny_dataset):
+    """On real meta-valid tasks a wild rate (30) only makes things worse: the start (the untrained learner,
+    i.e. the fold-in) is what comes back, with its meta-valid RMSE."""
+    from metarec.engine.train import TrainConfig, fit
+    from metarec.evaluation.evaluate import evaluate_rating
+
+    prep = user_cold_prep(tiny_dataset, "explicit")
+    start = FoldInConfig(rank=3, reg=2.0, content=False)
+    meta = MetaFold(prep.ctx, MetaFoldConfig(start=start, resample=False))
+    meta.prefit(prep.split.train)
+    fold = FoldIn(prep.ctx, start)
+    fold.fit_direct(prep.split.train)
+    torch.manual_seed(0)
+    out = fit(meta, prep.train, lambda m: evaluate_rating(m, prep.valid),
+              TrainConfig(epochs=2, meta_batch=8, lr=30.0, patience=5, clip=0.0), progress=False,
+              select_start=meta.select_start)
+    meta.eval()
+    assert out["best_epoch"] == 0
+    assert out["best"]["rmse"] == pytest.approx(evaluate_rating(fold, prep.valid)["rmse"], rel=1e-4)
+    untrained = MetaFold(prep.ctx, MetaFoldConfig(start=start, resample=False))
+    untrained.prefit(prep.split.train)
+    untrained.eval()
+    assert_same_predictions(meta, untrained, prep)
