@@ -174,7 +174,10 @@ def markdown(res: dict) -> str:
         flag = " (contended)" if r["contended"] else ""
         lines.append(f"| {r['learner']} | {r['view']} | {r['tasks_per_s']:.0f} | {r['adapt_rank_tasks_per_s']:.0f} | "
                      f"{r['peak_rss_delta_mib']:.1f} | {r['params']:,} | {r['max_foreign_cpu_cores']:.2f}{flag} |")
-    lines += ["", "Figures from a shared two-core machine vary between runs; compare rows of one run only."]
+    lines += ["", "Figures from a shared two-core machine vary between runs; compare rows of one run only.", "",
+              "The fold-in learners (`foldin`, `metafold`) against MeLU, PT-FT and TaNP on adapt + full ranking of "
+              "every ml-1m meta-test user, one thread: [fullrank.md](fullrank.md) "
+              "(`.venv/bin/python benchmarks/fullrank_bench.py`)."]
     return "\n".join(lines) + "\n"
 
 
