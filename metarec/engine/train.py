@@ -108,7 +108,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
 
     ``select_start``: the learner as it is before the first step (a closed-form start, e.g. ``metafold``'s ALS
     fit) is scored on meta-valid too and competes in the selection as epoch 0 (``best_epoch`` 0: no epoch beat
-    it, the start is kept).
+    it, the start is kept). The start does not count for ``patience``, which runs from the best epoch, so a
+    few epochs below the start do not stop training early.
     """
     if not train_tasks:
         raise MetarecError("no training tasks")
@@ -145,7 +146,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         if cfg.select not in valid:
             raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
                                f"of {', '.join(k for k in valid if k != 'tasks')}")
-        state.update(start=valid, best_score=sign * valid[cfg.select],
+        state.update(start=valid, start_score=sign * valid[cfg.select],
                      best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
         if progress:
             tqdm.write(f"start: valid {cfg.select} {valid[cfg.select]:.4f}")
@@ -173,12 +174,14 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
                                f"of {', '.join(k for k in valid if k != 'tasks')}")
         score = sign * valid[cfg.select]
-        improved = score < state["best_score"]
+        improved = score < state["best_score"]  # the best epoch so far (patience counts from it)
         if improved:
-            state.update(best_score=score, best_epoch=epoch, bad=0,
-                         best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
+            state.update(best_score=score, bad=0)
         else:
             state["bad"] += 1
+        if improved and score < state.get("start_score", math.inf):  # the start, if it competes, must be beaten
+            state.update(best_epoch=epoch,
+                         best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
         state["epoch"] = epoch + 1
         state["seconds"] += time.perf_counter() - t_epoch

@@ -288,9 +288,11 @@ def test_item_cold_new_items_get_content_factors(tiny_dataset):
     assert isinstance(prep.split.train, pd.DataFrame)
 
 
-@pytest.mark.parametrize("scores, best_epoch", [((1.0, 2.0, 3.0), 0), ((1.0, 0.5, 3.0), 1), ((1.0, 2.0, 0.9), 2)])
+@pytest.mark.parametrize("scores, best_epoch", [((1.0, 2.0, 3.0), 0), ((1.0, 0.5, 3.0), 1), ((1.0, 2.0, 0.9), 2),
+                                                 ((1.0, 2.0, 1.5, 0.9), 3)])
 def test_select_start_lets_the_start_compete_as_epoch_0(tiny_dataset, scores, best_epoch):
-    """fit(select_start=True) scores the learner before the first step; scripted meta-valid scores decide."""
+    """fit(select_start=True) scores the learner before the first step; scripted meta-valid scores decide. With
+    patience 1 the last case trains on: epochs below the start but improving do not count as bad epochs."""
     from metarec.engine.train import TrainConfig, fit
 
     prep = user_cold_prep(tiny_dataset, "explicit")
@@ -299,8 +301,8 @@ def test_select_start_lets_the_start_compete_as_epoch_0(tiny_dataset, scores, be
     meta.prefit(prep.split.train)
     before = {k: v.clone() for k, v in meta.state_dict().items()}
     seq = iter(scores)
-    out = fit(meta, prep.train, lambda m: {"rmse": next(seq)}, TrainConfig(epochs=2, meta_batch=8, lr=3e-2,
-              patience=5), progress=False, select_start=True)
+    out = fit(meta, prep.train, lambda m: {"rmse": next(seq)}, TrainConfig(epochs=len(scores) - 1, meta_batch=8,
+              lr=3e-2, patience=1), progress=False, select_start=True)
     assert out["best_epoch"] == best_epoch and out["best"]["rmse"] == min(scores)
     same = all(torch.equal(v, meta.state_dict()[k]) for k, v in before.items())
     assert same is (best_epoch == 0)
