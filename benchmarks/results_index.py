@@ -107,8 +107,9 @@ def main() -> None:
              "cold-start tables at d37ce45 (the issue-4 learners then uncommitted, committed unchanged right "
              "after). Later engine changes (MeLU's exact low-rank fast path, the seeding fix, hand-written "
              "support gradients) give numbers equal up to float32 rounding, which training amplifies, so a rerun "
-             "at HEAD differs slightly from an older record. The four-state ml-1m implicit tables are not produced "
-             "yet.", "",
+             "at HEAD differs slightly from an older record. The four-state ml-1m implicit tables exist for ItemPop, "
+             "foldin and metafold (the tuned section); the networks' are not produced (their user-cold rows, "
+             "Recall@10 at most 0.091, are in coldstart/).", "",
              "Other protocols: the item warm-up tables of MetaEmb and MWUF are in [warmup/](warmup/), "
              "s²Meta's scenario tables in [s2meta/](s2meta/), MML's sequential tables in [mml/](mml/).", "",
              "## Query-only nDCG: the gains, and what the reference code computes",
