@@ -366,16 +366,17 @@ def cmd_learners(args, extra) -> None:
 
 
 def cmd_demo(args, extra) -> None:
-    """The main job: MeLU and the baselines on ml-100k user-cold, one seed, printed as a table."""
+    """The main job: the fold-in learners, MeLU and the baselines on ml-100k user-cold, one seed, as a table."""
     ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
                             view="explicit", config=None, quiet=True, out=None, valid=False, argv=[],
                             preset=None, presets=None)
     cmd_compare(ns, list(extra))
 
 
-# MeLU with the paper's settings (labelled as such), then each learner with its working default (the `default`
-# preset tuned on ml-100k user-cold meta-valid by `metarec tune`, docs/results/tuning/), on the same tasks.
-DEMO_LEARNERS = ["melu@preset=paper", "melu", "noadapt", "ptft", "bias", "itempop"]
+# The learners to use (foldin, metafold), MeLU with the paper's settings (labelled as such), then each learner with
+# its working default (the presets tuned on ml-100k user-cold meta-valid by `metarec tune`, docs/results/tuning/),
+# on the same tasks.
+DEMO_LEARNERS = ["foldin", "metafold", "melu@preset=paper", "melu", "noadapt", "ptft", "bias", "itempop"]
 
 
 OVERRIDES_HELP = ("Every config field can be set with --section.field=value (sections: train, split, tasks, learner, "
