@@ -344,9 +344,10 @@ def cmd_tune(args, extra) -> None:
     from metarec.presets import AUTO
     from metarec.tuning import TuneConfig, tune
 
+    seeds = args.seeds or [args.seed]
     cfg = TuneConfig(learner=args.learner, trials=args.trials, dataset=args.dataset, protocol=args.protocol,
-                     view=args.view, seed=args.seed, timeout=args.timeout, preset=args.preset or AUTO,
-                     overrides=_overrides(args, extra))
+                     view=args.view, seed=seeds[0], extra_seeds=tuple(seeds[1:]), timeout=args.timeout,
+                     preset=args.preset or AUTO, overrides=_overrides(args, extra))
     rec = tune(cfg, Path(args.out), command="metarec " + " ".join(args.argv), preset_name=args.preset_name,
                presets_path=args.presets, progress=not args.quiet)
     best = rec["best"]
@@ -430,6 +431,9 @@ def register(sub) -> None:
     s.add_argument("--trials", type=int, required=True, help="complete trials wanted (a rerun resumes the study)")
     s.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="start no new trial after this many seconds (the running one finishes)")
+    s.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="score each trial by the mean meta-valid metric over these seeds (instead of --seed): "
+                        "slower, but settings that work on one split only lose")
     s.add_argument("--out", required=True, help="output directory: study.db, tune.json, tune.md")
     s.add_argument("--preset-name", metavar="NAME",
                    help="also store the best settings as this preset of the learner (with the command)")

@@ -38,6 +38,7 @@ class TuneConfig:
     protocol: str = "user-cold"
     view: str = "explicit"
     seed: int = 0
+    extra_seeds: tuple[int, ...] = ()  # more seeds: a trial scores the mean meta-valid metric over seed + these
     timeout: float | None = None  # seconds after which no new trial starts (the running one finishes)
     preset: str | None = "auto"  # the base settings: a preset name, "auto" (the working default) or None
     overrides: dict = field(default_factory=dict)  # fixed explicit overrides: they win and are not searched
@@ -51,6 +52,12 @@ def _scalar(value):
         except ValueError:
             return value
     return value
+
+
+def _seeds_text(cfg: TuneConfig) -> str:
+    if not cfg.extra_seeds:
+        return f"seed {cfg.seed}"
+    return "seeds " + ", ".join(map(str, (cfg.seed, *cfg.extra_seeds))) + " (the mean of their meta-valid metrics)"
 
 
 def learner_space(learner: str) -> dict:
@@ -125,10 +132,14 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
     store = {} if new_store else _presets.load_store(presets_path)  # --preset-name may start a new store
     preset, base_over = _presets.resolve(store, cfg.learner, cfg.preset, cfg.dataset, cfg.protocol, cfg.view)
 
-    def configs(params: dict) -> tuple:
+    seeds = (cfg.seed, *cfg.extra_seeds)
+    if len(set(seeds)) != len(seeds) or any(x < 0 for x in seeds):
+        raise MetarecError(f"--seeds must be distinct non-negative integers, got {' '.join(map(str, seeds))}")
+
+    def configs(params: dict, seed: int = cfg.seed) -> tuple:
         """A trial's configs: the base preset's overrides (as recorded at the start), the fixed overrides, the
         sampled ``params``; the run is labelled with the base preset."""
-        r, lc = pipeline.make_config(cfg.learner, cfg.dataset, cfg.protocol, cfg.seed, cfg.view,
+        r, lc = pipeline.make_config(cfg.learner, cfg.dataset, cfg.protocol, seed, cfg.view,
                                      {**base_over, **cfg.overrides, **params})
         return replace(r, preset=preset), lc
 
@@ -144,10 +155,11 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
         # resuming without --preset: keep the base the study began with, even if the working default has changed
         # since (e.g. this very tune stored it with --preset-name default)
         preset, base_over = recorded["preset"], recorded["base"]
-    run = configs({})[0]
     identity = {"learner": cfg.learner, "dataset": cfg.dataset, "protocol": cfg.protocol, "view": cfg.view,
                 "seed": cfg.seed, "preset": preset, "base": base_over, "overrides": cfg.overrides,
                 "space": _jsonable_space(space), "metric": metric}
+    if cfg.extra_seeds:  # (absent for one seed, so the studies made before the option still resume)
+        identity["seeds"] = list(seeds)
     if recorded is None:
         study.set_user_attr("identity", identity)
     elif recorded != _roundtrip(identity):
@@ -167,24 +179,31 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
         if start:
             study.enqueue_trial(start)
 
-    prep = pipeline.prepare(run, ds)  # once per tune: every trial reuses the tasks
-    pretrained: dict = {}  # pooled pretrainings shared by trials that differ only in the fine-tuning
+    preps = {s: pipeline.prepare(configs({}, s)[0], ds) for s in seeds}  # once per tune: trials reuse the tasks
+    pretrained: dict = {s: {} for s in seeds}  # pooled pretrainings shared by trials that differ in fine-tuning
 
     def objective(trial) -> float:
         params = suggest(trial, space)
-        t_run, t_lcfg = configs(params)
         t0 = time.perf_counter()
-        res = pipeline.train_and_evaluate(t_run, t_lcfg, progress=False, prep=prep, pretrained=pretrained,
-                                          evaluate_test=False)
-        value = float(res["valid"][metric])
-        trial.set_user_attr("valid", res["valid"])
-        trial.set_user_attr("best_epoch", res["best_epoch"])
+        valids, epochs = [], []
+        for s in seeds:
+            t_run, t_lcfg = configs(params, s)
+            res = pipeline.train_and_evaluate(t_run, t_lcfg, progress=False, prep=preps[s], pretrained=pretrained[s],
+                                              evaluate_test=False)
+            valids.append(res["valid"])
+            epochs.append(res["best_epoch"])
+        valid = {k: float(sum(v[k] for v in valids) / len(valids)) for k in valids[0]}  # mean over the seeds
+        value = float(valid[metric])
+        trial.set_user_attr("valid", valid)
+        trial.set_user_attr("best_epoch", epochs[0] if len(epochs) == 1 else epochs)
+        if cfg.extra_seeds:
+            trial.set_user_attr("valid_per_seed", [float(v[metric]) for v in valids])
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         if progress:
             shown = "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
             n = _count(study, optuna.trial.TrialState.COMPLETE) + 1
             print(f"trial {trial.number} ({n}/{cfg.trials}): valid {metric} {value:.4f}  {shown}  "
-                  f"(best epoch {res['best_epoch']}, {time.perf_counter() - t0:.1f} s)", flush=True)
+                  f"(best epoch {' '.join(map(str, epochs))}, {time.perf_counter() - t0:.1f} s)", flush=True)
         return value if math.isfinite(value) else float("nan")  # NaN: optuna records a failed trial
 
     def after_trial(study, trial) -> None:  # the files follow the study, so a kill loses nothing written
@@ -207,7 +226,7 @@ def tune(cfg: TuneConfig, out: Path, command: str = "", preset_name: str | None 
         entry = {"overrides": {**base_over, **fixed_over, **best["params"]},
                  "when": {"dataset": cfg.dataset, "view": cfg.view}, "command": command, "code": version,
                  "note": (f"tuned by `metarec tune`: {record['complete']} trials of TPE on {cfg.dataset} "
-                          f"{cfg.protocol} {cfg.view} seed {cfg.seed}; best meta-valid {metric} "
+                          f"{cfg.protocol} {cfg.view} {_seeds_text(cfg)}; best meta-valid {metric} "
                           f"{best['value']:.4f} (trial {best['number']})")}
         path = _presets.save_preset(presets_path, cfg.learner, preset_name, entry)
         record["preset_written"] = {"name": preset_name, "store": str(path)}
@@ -248,6 +267,8 @@ def _write(study, cfg: TuneConfig, out: Path, identity: dict, metric: str, direc
                        "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
                        "valid": t.user_attrs.get("valid"), "best_epoch": t.user_attrs.get("best_epoch"),
                        "seconds": t.user_attrs.get("seconds")})
+        if "valid_per_seed" in t.user_attrs:
+            trials[-1]["valid_per_seed"] = t.user_attrs["valid_per_seed"]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     sign = 1.0 if direction == "minimize" else -1.0
     ranked = sorted(complete, key=lambda t: (sign * t["value"], t["number"]))
@@ -273,7 +294,7 @@ def _write(study, cfg: TuneConfig, out: Path, identity: dict, metric: str, direc
     runs = "\n".join(f"    {i['command']}    (code {i['code']})" for i in invocations)
     best_line = (f"Best: trial {best['number']}, meta-valid {metric} {best['value']:.4f}: "
                  + ", ".join(f"`{k}={v}`" for k, v in best["params"].items())) if best else "No trial completed."
-    text = (f"# Tuning {cfg.learner}: {cfg.dataset}, {cfg.protocol}, {cfg.view} view, seed {cfg.seed}\n\n"
+    text = (f"# Tuning {cfg.learner}: {cfg.dataset}, {cfg.protocol}, {cfg.view} view, {_seeds_text(cfg)}\n\n"
             f"Made by (code version in brackets; more than one line: the tune was resumed):\n\n{runs}\n\n"
             f"{len(complete)} of {cfg.trials} trials complete; TPE (seed {cfg.seed}, {n_startup} random start "
             f"trials); base: {base}. Selection on the meta-valid tasks only ({metric}, "

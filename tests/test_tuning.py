@@ -290,3 +290,22 @@ def test_a_fixed_override_is_stored_in_the_preset_as_the_number_it_spells(data_d
     preset = json.loads(store.read_text())["bias"]["mine"]
     assert preset["overrides"]["learner.reg_user"] == 2.5 and "learner.reg_item" in preset["overrides"]
     assert preset["when"] == {"dataset": data_dir, "view": "explicit"}
+
+
+def test_a_tune_over_several_seeds_scores_the_mean_of_each_seeds_meta_valid_metric(tiny_dataset, tmp_path):
+    one = _tune(tiny_dataset, tmp_path / "one", trials=1)
+    cfg = TuneConfig(learner="bias", trials=1, dataset="tiny", preset=None, overrides=dict(TINY), extra_seeds=(1,))
+    two = tune(cfg, tmp_path / "two", command="test", progress=False, ds=tiny_dataset)
+    t1, t2 = one["trials"][0], two["trials"][0]
+    assert t1["params"] == t2["params"]  # the same first draw (the sampler is seeded by the first seed)
+    per_seed = t2["valid_per_seed"]
+    assert per_seed[0] == pytest.approx(t1["value"]) and per_seed[1] != pytest.approx(per_seed[0])
+    assert t2["value"] == pytest.approx(sum(per_seed) / 2) and t2["valid"]["rmse"] == pytest.approx(t2["value"])
+    assert two["seeds"] == [0, 1] and "seeds" not in one  # one seed keeps the identity of older studies
+    assert "seeds 0, 1" in (tmp_path / "two" / "tune.md").read_text()
+
+
+def test_tune_seeds_must_be_distinct(data_dir, tmp_path, capsys):
+    assert main(["tune", "--learner", "bias", "--dataset", data_dir, "--trials", "1", "--seeds", "0", "0",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "distinct" in capsys.readouterr().err
