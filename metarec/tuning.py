@@ -288,7 +288,7 @@ def _write(study, cfg: TuneConfig, out: Path, identity: dict, metric: str, direc
             for i, t in enumerate(ranked)]
     rows += [["-", t["number"], t["state"].lower(), *(_fmt(t["params"].get(k, "")) for k in keys), "", ""]
              for t in trials if t["state"] != "COMPLETE"]
-    fixed = {**identity["base"], **identity["overrides"]}
+    fixed = {k: v for k, v in {**identity["base"], **identity["overrides"]}.items() if k not in identity["space"]}
     base = (f"preset `{identity['preset']}`" if identity["preset"] else "the registry defaults") + (
         f"; fixed: {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed else "")
     runs = "\n".join(f"    {i['command']}    (code {i['code']})" for i in invocations)
