@@ -21,11 +21,11 @@ STATES = ("user-cold", "warm", "item-cold", "user-item-cold")
 META = ("metafold",)  # the meta-learners of the tuned tables (the networks are meta-learners too, see below)
 
 
-def _summary(res: list, metric: str) -> dict:
-    """label -> (mean, std, per-seed values) of ``metric`` on meta-test."""
+def _summary(res: list, metric: str, part: str = "test") -> dict:
+    """label -> (mean, std, per-seed values) of ``metric`` on meta-test (``part="valid"``: meta-valid)."""
     out = {}
     for label in dict.fromkeys(r.get("label", r["learner"]) for r in res):
-        v = np.array([r["test"][metric] for r in res if r.get("label", r["learner"]) == label])
+        v = np.array([r[part][metric] for r in res if r.get("label", r["learner"]) == label])
         out[label] = (v.mean(), v.std(), v)
     return out
 
@@ -57,14 +57,10 @@ def tuned_section(root: Path) -> list[str]:
                             + [f"{summ[k][0]:.4f}" if k in summ else "-" for k in ("bias", "itempop", "foldin",
                                                                                    "metafold", "ptft", "melu")])
                 metrics = EXPLICIT if view == "explicit" else IMPLICIT
-                trows = []
-                for label in summ:
-                    cells = [label]
-                    for m in metrics:
-                        v = np.array([r["test"][m] for r in res if r.get("label", r["learner"]) == label])
-                        cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-                    vv = [r["valid"][metrics[0]] for r in res if r.get("label", r["learner"]) == label]
-                    trows.append(cells + [f"{np.mean(vv):.4f}", len(vv)])
+                per_metric = [_summary(res, m) for m in metrics]
+                valid = _summary(res, metrics[0], part="valid")
+                trows = [[label, *(f"{s[label][0]:.4f} ± {s[label][1]:.4f}" for s in per_metric),
+                          f"{valid[label][0]:.4f}", len(valid[label][2])] for label in summ]
                 rel = path.relative_to(root).with_suffix(".md").as_posix()
                 tables += [f"### {d}, {p}, {view} ([{rel}]({rel}))", "",
                            f"{res[0]['test']['tasks']} meta-test tasks. Code: {data.get('code', '?')}.", "",

@@ -140,14 +140,19 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         state.setdefault("seconds", 0.0)  # checkpoints written before the field
         print(f"resuming {checkpoint}: {state['epoch']} of {cfg.epochs} epochs done", file=sys.stderr, flush=True)
     resumed_seconds = state["seconds"]
-    if select_start and state["epoch"] == 0 and "start" not in state:
-        learner.eval()
-        valid = valid_fn(learner)
+    def selection_score(valid: dict) -> float:  # lower is better
         if cfg.select not in valid:
             raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
                                f"of {', '.join(k for k in valid if k != 'tasks')}")
-        state.update(start=valid, start_score=sign * valid[cfg.select],
-                     best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
+        return sign * valid[cfg.select]
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in learner.state_dict().items()}
+
+    if select_start and state["epoch"] == 0 and "start" not in state:
+        learner.eval()
+        valid = valid_fn(learner)
+        state.update(start=valid, start_score=selection_score(valid), best_state=snapshot())
         if progress:
             tqdm.write(f"start: valid {cfg.select} {valid[cfg.select]:.4f}")
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
@@ -170,18 +175,14 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             if on_batch is not None:
                 on_batch(epoch, step)
         valid = valid_fn(learner)
-        if cfg.select not in valid:
-            raise MetarecError(f"train.select {cfg.select!r} is not measured on these meta-valid tasks; choose one "
-                               f"of {', '.join(k for k in valid if k != 'tasks')}")
-        score = sign * valid[cfg.select]
+        score = selection_score(valid)
         improved = score < state["best_score"]  # the best epoch so far (patience counts from it)
         if improved:
             state.update(best_score=score, bad=0)
         else:
             state["bad"] += 1
         if improved and score < state.get("start_score", math.inf):  # the start, if it competes, must be beaten
-            state.update(best_epoch=epoch,
-                         best_state={k: v.detach().clone() for k, v in learner.state_dict().items()})
+            state.update(best_epoch=epoch, best_state=snapshot())
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
         state["epoch"] = epoch + 1
         state["seconds"] += time.perf_counter() - t_epoch
