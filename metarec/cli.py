@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("METAREC_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    try:
+        argv = route(argv)
+    except MetarecError as e:
+        print(f"metarec: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -194,6 +199,57 @@ def main(argv: list[str] | None = None) -> int:
               "or rerun with --debug)", file=sys.stderr)
         return 1
     return 0
+
+
+# the family runners behind `train|compare|evaluate|merge --protocol P` for the non-rating protocols
+_FAMILY_COMMAND = {"warmup": ["warmup"], "scenario": ["scenario"], "sequential": ["seqrec"]}
+
+
+def route(argv: list[str]) -> list[str]:
+    """One grammar for every protocol family: ``metarec train|compare|evaluate|merge --protocol P --learner(s) ...``.
+
+    The rating protocols (the four rating states and ``tasks``) run in ``metarec train``/``compare`` themselves;
+    for ``warmup``, ``scenario`` and ``sequential`` the line is handed to that family's runner (``metarec warmup``,
+    ``metarec scenario ...``, ``metarec seqrec``, which stay as aliases), with ``--learner(s)`` for its
+    ``--methods`` and ``--seed`` for ``--seeds``. The other flags are the family's own (``--help`` after the
+    alias lists them). Any other line is returned unchanged."""
+    from metarec import registry
+
+    if not argv or argv[0] not in ("train", "compare", "evaluate", "merge"):
+        return argv
+    cmd, rest, proto = argv[0], [], None
+    it = iter(range(1, len(argv)))
+    for i in it:
+        a = argv[i]
+        if a == "--protocol" and i + 1 < len(argv):
+            proto = argv[i + 1]
+            next(it, None)
+        elif a.startswith("--protocol="):
+            proto = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    family = registry.PROTOCOLS.get(proto or "")
+    if family in (None, "rating"):
+        return argv  # the rating runner (an unknown protocol stops there with the list)
+    if family == "scenario":
+        return ["scenario", cmd, *rest]
+    if cmd == "evaluate":
+        raise MetarecError(f"the {proto} protocol evaluates within its run (`metarec compare --protocol {proto}`); "
+                           "a saved model of it has no separate evaluate command")
+    if cmd == "merge":
+        if family == "warmup":
+            raise MetarecError("warm-up records have no merge command: run the seeds in one `compare --protocol "
+                               "warmup --seeds ...`")
+        return ["seqrec", "--merge", *rest]  # the input files first, then --out
+    if cmd == "train" and not any(a == "--learner" or a.startswith("--learner=") for a in rest):
+        raise MetarecError(f"`metarec train --protocol {proto}` needs --learner (one of "
+                           f"{', '.join(registry.for_protocol(proto))})")
+    renamed = {"--learner": "--methods", "--learners": "--methods", "--seed": "--seeds"}
+    out = []
+    for a in rest:
+        flag, eq, val = a.partition("=")
+        out.append(renamed[flag] + eq + val if flag in renamed else a)
+    return [*_FAMILY_COMMAND[family], *out]
 
 
 def _one_line(text: str) -> str:

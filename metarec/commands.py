@@ -21,8 +21,13 @@ def _add_run_args(p: argparse.ArgumentParser, many: bool = False) -> None:
         p.add_argument("--learner", default="melu", help="a registered learner (see `metarec learners`)")
         p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--protocol", default="user-cold", help="warm, user-cold, item-cold or user-item-cold")
+    p.add_argument("--protocol", default="user-cold",
+                   help="warm, user-cold, item-cold, user-item-cold or tasks (the rating runner); warmup, scenario or "
+                        "sequential hand the line to that family's runner (see `metarec learners`)")
     p.add_argument("--view", default="explicit", help="explicit (ratings) or implicit (full ranking)")
+    p.add_argument("--task-file", metavar="FILE",
+                   help="--protocol tasks: the split as explicit tasks (JSON, parquet or CSV; see "
+                        "metarec/task_files.py), ids being the raw ids of --dataset")
     p.add_argument("--config", help="a YAML file of overrides (same keys as --a.b=value)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_preset_args(p)
@@ -59,6 +64,8 @@ def _overrides(args, extra) -> dict:
 
     over = _flatten(read_config_file(args.config))
     over.update(parse_override_args(extra))
+    if getattr(args, "task_file", None):
+        over["split.task_file"] = args.task_file
     return over
 
 
@@ -359,11 +366,26 @@ def cmd_tune(args, extra) -> None:
 
 
 def cmd_learners(args, extra) -> None:
-    from metarec.learners.registry import LEARNERS
+    """Every registered method with the protocols it runs on (``--protocol P``: only those of P)."""
+    from metarec import registry
 
-    width = max(map(len, LEARNERS))
-    for name, spec in LEARNERS.items():
-        print(f"{name.ljust(width)}  {spec.summary}")
+    names = registry.for_protocol(args.protocol) if args.protocol else tuple(registry.METHODS)
+    if args.protocol:
+        registry.family_of(args.protocol)  # an unknown protocol stops with the list
+    rows = [(n, _protocols_text(registry.method(n).protocols), registry.method(n).summary) for n in names]
+    w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for name, protos, summary in rows:
+        print(f"{name.ljust(w0)}  {protos.ljust(w1)}  {summary}")
+
+
+def _protocols_text(protocols: tuple[str, ...]) -> str:
+    """The four rating states shortened to "rating-states"."""
+    from metarec.registry import RATING_STATES
+
+    out = list(protocols)
+    if set(RATING_STATES) <= set(out):
+        out = ["rating-states"] + [p for p in out if p not in RATING_STATES]
+    return ",".join(out)
 
 
 def cmd_demo(args, extra) -> None:
@@ -439,5 +461,6 @@ def register(sub) -> None:
                    help="also store the best settings as this preset of the learner (with the command)")
     s.set_defaults(func=cmd_tune, takes_overrides=True)
 
-    s = sub.add_parser("learners", help="the registered learners, one line each")
+    s = sub.add_parser("learners", help="every registered method with the protocols it runs on, one line each")
+    s.add_argument("--protocol", help="only the methods of this protocol")
     s.set_defaults(func=cmd_learners, takes_overrides=False)

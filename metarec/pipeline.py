@@ -21,6 +21,7 @@ from metarec.io import write_json
 from metarec.learners.base import Context
 from metarec.learners.registry import LEARNERS
 from metarec.splits import SplitConfig, make_split
+from metarec.task_files import task_file_split
 from metarec.tasks import Task, TaskConfig, add_negatives, build_tasks, known_codes
 
 
@@ -42,6 +43,19 @@ class RunConfig:
         check(self, "", pos_int=("negatives",), choices={"view": ("explicit", "implicit")})
         if self.learner not in LEARNERS:
             raise MetarecError(f"unknown learner {self.learner!r}: registered learners are {', '.join(LEARNERS)}")
+
+
+def check_protocol(learner: str, protocol: str) -> None:
+    """Stop with one line unless the registered method ``learner`` runs on ``protocol`` (a rating protocol)."""
+    from metarec import registry
+
+    m = registry.method(learner)  # an unknown name stops with the list of registered methods
+    if protocol not in m.protocols:
+        fam = registry.family_of(protocol)
+        other = [p for p in m.protocols if registry.PROTOCOLS[p] != fam]
+        hint = f": use --protocol {other[0]}" if other else ""
+        raise MetarecError(f"{learner} does not run on the {protocol} protocol (it runs on {', '.join(m.protocols)})"
+                           f"{hint}; the {protocol} methods are {', '.join(registry.for_protocol(protocol))}")
 
 
 @dataclass
@@ -89,8 +103,7 @@ def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str,
     """
     from metarec import presets as _presets
 
-    if learner not in LEARNERS:
-        raise MetarecError(f"unknown learner {learner!r}: registered learners are {', '.join(LEARNERS)}")
+    check_protocol(learner, protocol)
     if view not in ("explicit", "implicit"):
         raise MetarecError(f"unknown view {view!r}: choose explicit or implicit")
     if "preset" in overrides:
@@ -100,8 +113,12 @@ def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str,
         store = presets if presets is not None else _presets.load_store()
         preset, base = _presets.resolve(store, learner, preset, dataset, protocol, view)
         overrides = {**base, **overrides}
+    task_file = str(overrides.get("split.task_file", ""))
+    if task_file:  # recorded absolute: the run config stays valid from any folder
+        task_file = str(Path(task_file).resolve())
+        overrides = {**overrides, "split.task_file": task_file}
     run = RunConfig(learner=learner, dataset=dataset, view=view, preset=preset or "",
-                    split=SplitConfig(protocol=protocol, seed=seed), tasks=TaskConfig(seed=seed),
+                    split=SplitConfig(protocol=protocol, seed=seed, task_file=task_file), tasks=TaskConfig(seed=seed),
                     train=TrainConfig(seed=seed, select="rmse" if view == "explicit" else "ndcg@10"))
     lcfg = LEARNERS[learner].default()
     if view == "implicit" and hasattr(lcfg, "loss"):
@@ -127,7 +144,11 @@ def prepare(run: RunConfig, ds=None) -> Prepared:
         ds = to_implicit(ds, run.threshold)
         if ds.n_inter == 0:
             raise MetarecError(f"{run.dataset}: the implicit view (ratings >= {run.threshold:g}) keeps no interaction")
-    split = make_split(ds, run.split)
+    if run.split.protocol == "tasks":  # the split and its tasks as a file gives them (metarec/task_files.py)
+        split, by_part = task_file_split(ds, run.split.task_file)
+        parts = [by_part[p] for p in ("train", "valid", "test")]
+    else:
+        split, parts = make_split(ds, run.split), None
     if len(split.train) == 0:
         raise MetarecError(f"{run.dataset} {run.split.protocol}: meta-train keeps no interaction (view {run.view})")
     fs = fit_features(ds, split.train)
@@ -136,7 +157,8 @@ def prepare(run: RunConfig, ds=None) -> Prepared:
     item_ids = torch.zeros(ds.n_items, dtype=torch.long)
     item_ids[torch.from_numpy(seen)] = torch.arange(1, len(seen) + 1)
     ctx = Context(fs.encode_users(ds.users), icodes, genre, fs.user_cardinalities, fs.item_cardinalities, item_ids)
-    parts = [build_tasks(df, run.tasks, desc=name) for name, df in split.parts.items()]
+    if parts is None:
+        parts = [build_tasks(df, run.tasks, desc=name) for name, df in split.parts.items()]
     if any(len(p) == 0 for p in parts):
         sizes = ", ".join(f"{n} {len(p)}" for n, p in zip(split.parts, parts, strict=True))
         raise MetarecError(f"{run.dataset} {run.split.protocol}: a part has no task ({sizes})")
@@ -160,7 +182,10 @@ def run_identity(run: RunConfig, learner_cfg, prep: Prepared) -> dict:
     """What determines a run besides its training config (``fit`` adds that): the run and learner configs,
     the data's content fingerprint and the split. A checkpoint resumes, and a model file evaluates, only
     against the same."""
-    return {"run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(learner_cfg),
+    rd = {k: v for k, v in asdict(run).items() if k != "train"}
+    if not rd["split"]["task_file"]:  # outside the tasks protocol: the identity of runs made before the field
+        del rd["split"]["task_file"]
+    return {"run": rd, "learner": asdict(learner_cfg),
             "data": data_fingerprint(prep.dataset), "split": prep.split.describe()}
 
 

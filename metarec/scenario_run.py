@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metarec import registry
 from metarec.config import apply_overrides, config_from_dict
 from metarec.data.registry import load_dataset
 from metarec.data.types import data_fingerprint
@@ -44,7 +45,7 @@ from metarec.report import markdown_table
 from metarec.scenarios import ScenarioConfig, ScenarioData, evaluate_scenarios, prepare_scenarios
 from metarec.tasks import Task, sample_negatives
 
-SCENARIO_LEARNERS = ("s2meta", "scenario-itempop", "neumf", "scenario-ft", "emcdr")
+SCENARIO_LEARNERS = registry.names("scenario")  # s2meta, scenario-itempop, neumf, scenario-ft, emcdr
 METRICS = ("recall@10", "recall@20", "recall@50")
 
 TRAIN_DEFAULTS = {

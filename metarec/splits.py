@@ -45,13 +45,17 @@ class SplitConfig:
     valid_frac: float = 0.5  # share of evaluation owners used for meta-valid (the rest is meta-test)
     train_before_t: bool = True  # by time: meta-train sees only interactions before T
     seed: int = 0
+    task_file: str = ""  # protocol "tasks": the task file (metarec/task_files.py) that holds the whole split
 
     def __post_init__(self):
         from metarec.checks import check_types
 
         check_types(self, "split")
-        if self.protocol not in PROTOCOLS:
-            raise MetarecError(f"unknown protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        if self.protocol not in (*PROTOCOLS, "tasks"):
+            raise MetarecError(f"unknown protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)} or tasks")
+        if (self.protocol == "tasks") != bool(self.task_file):
+            raise MetarecError("the tasks protocol reads its split from a file: give --protocol tasks with "
+                               "--task-file FILE (and --task-file only with it)")
         if self.by not in SPLIT_BY:
             raise MetarecError(f"unknown split --by {self.by!r}: choose one of {', '.join(SPLIT_BY)}")
         for f in ("new_user_frac", "new_item_frac", "holdout_frac", "valid_frac"):
@@ -87,7 +91,8 @@ class Split:
         return np.flatnonzero(self.item_new if new else ~self.item_new)
 
     def describe(self) -> dict:
-        d = {"dataset": self.dataset, **asdict(self.config), "new_users": int(self.user_new.sum()),
+        conf = {k: v for k, v in asdict(self.config).items() if k != "task_file"}  # "" outside the tasks protocol
+        d = {"dataset": self.dataset, **conf, "new_users": int(self.user_new.sum()),
              "new_items": int(self.item_new.sum())}
         if self.t_ref is not None:
             d["T"] = pd.to_datetime(self.t_ref, unit="s").strftime("%Y-%m-%d %H:%M")
@@ -97,6 +102,8 @@ class Split:
 
 
 def make_split(ds: Dataset, cfg: SplitConfig) -> Split:
+    if cfg.protocol == "tasks":
+        raise MetarecError("the tasks protocol's split comes from its file (metarec.task_files.task_file_split)")
     inter = ds.inter
     rng = np.random.default_rng(cfg.seed)
     users_first = inter.groupby("user")["timestamp"].min().reindex(range(ds.n_users)).to_numpy()

@@ -119,3 +119,42 @@ def test_record_codes_name_each_commit_once_and_old_records():
     results = [{"code": "b2"}, {"code": "a1"}, {"code": "b2"}, {}]
     assert record_code(results[0]) == "b2" and record_code(results[3]) == "not recorded"
     assert record_codes(results) == "a1, b2, not recorded"
+
+
+def test_one_grammar_routes_every_family_to_its_runner():
+    from metarec.cli import route
+
+    assert route(["compare", "--protocol", "warmup", "--learners", "base", "mwuf", "--seed", "1", "--out", "o"]) == \
+        ["warmup", "--methods", "base", "mwuf", "--seeds", "1", "--out", "o"]
+    assert route(["train", "--protocol=scenario", "--learner", "s2meta", "--train.epochs=1"]) == \
+        ["scenario", "train", "--learner", "s2meta", "--train.epochs=1"]
+    assert route(["compare", "--protocol", "sequential", "--learners=sasrec", "--quick"]) == \
+        ["seqrec", "--methods=sasrec", "--quick"]
+    assert route(["merge", "--protocol", "sequential", "a.json", "b.json", "--out", "x"]) == \
+        ["seqrec", "--merge", "a.json", "b.json", "--out", "x"]
+    for rating in (["compare", "--protocol", "item-cold"], ["train", "--learner", "melu"], ["learners"]):
+        assert route(rating) == rating  # the rating runner itself
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["train", "--protocol", "warmup"], "needs --learner"),
+    (["evaluate", "--protocol", "sequential", "x"], "evaluates within its run"),
+    (["compare", "--protocol", "nope"], "unknown protocol 'nope'"),
+    (["train", "--learner", "sasrec"], "use --protocol sequential"),
+])
+def test_the_grammar_stops_with_one_line(argv, text, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert text in err and "\n" not in err
+
+
+def test_learners_lists_every_registered_method_with_its_protocols(capsys):
+    from metarec import registry
+
+    assert main(["learners"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == list(registry.METHODS)
+    row = {ln.split()[0]: ln.split()[1] for ln in lines}
+    assert row["melu"] == "rating-states,tasks" and row["ptft"].endswith(",sequential") and row["mml-id"] == "sequential"
+    assert main(["learners", "--protocol", "warmup"]) == 0
+    assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines()] == ["base", "mean", "metaemb", "mwuf"]

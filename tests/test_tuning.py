@@ -183,9 +183,9 @@ def test_paper_preset_is_exactly_todays_registry_defaults():
 
 
 def test_paper_is_available_for_a_learner_without_presets():
-    run, lcfg = pipeline.make_config("s2meta", "ml-100k", "user-cold", 0, "explicit", {}, preset="paper",
+    run, lcfg = pipeline.make_config("lwa", "ml-100k", "user-cold", 0, "explicit", {}, preset="paper",
                                      presets={})
-    assert run.preset == "paper" and lcfg == LEARNERS["s2meta"].default()
+    assert run.preset == "paper" and lcfg == LEARNERS["lwa"].default()
 
 
 STORE = {"melu": {

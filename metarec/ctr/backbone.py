@@ -221,13 +221,3 @@ def sgd_update(backbone: DeepFM, raw: Tensor, effective: Callable[[Tensor], Tens
     if graph == "none":
         raw, first_loss = raw.detach(), first_loss.detach()
     return raw, first_loss
-
-
-def warmup_only(name: str) -> Callable[[], object]:
-    """A registry ``default`` that stops ``metarec train``/``compare`` with a pointer to ``metarec warmup``."""
-
-    def default():
-        raise MetarecError(f"{name} warms up new items' ID embeddings on a frozen CTR backbone and runs under the "
-                           f"item warm-up protocol, not the user-task pipeline: use `metarec warmup --methods {name}`")
-
-    return default

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec import registry
 from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, fit_backbone, sgd_update
 from metarec.data.features import fit_features
 from metarec.data.types import Dataset
@@ -52,7 +53,7 @@ from metarec.learners.mwuf import MWUF, MWUFConfig
 from metarec.tasks import Task, collate
 
 PHASES = ("cold", "warm-a", "warm-b", "warm-c")
-METHODS = ("base", "mean", "metaemb", "mwuf")
+METHODS = registry.names("warmup")  # base, mean, metaemb, mwuf
 
 
 @dataclass(frozen=True)

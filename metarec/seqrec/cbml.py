@@ -30,7 +30,7 @@ from metarec.data.types import Dataset
 from metarec.engine.inner import InnerConfig, inner_loop
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import position_losses, task_mean
-from metarec.seqrec.methods import SEQ_CLASSES, SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqAdapted, SeqMethod
 from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig, gather_positions, recbole_init
 
 
@@ -142,4 +142,3 @@ class CBML(SeqMethod):
         return SeqAdapted(lambda seq, pos: self._score(self.encode(seq), fast["W"], fast["b"], pos, None))
 
 
-SEQ_CLASSES["CBML"] = (CBML, CBMLConfig)

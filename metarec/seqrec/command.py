@@ -1,9 +1,9 @@
 """``metarec seqrec``: the cold-start sequential benchmark of MML (Table 2) on the protocol of protocol.py.
 
-Methods live in the explicit registry :data:`METHODS` (name -> :class:`SeqMethodSpec`). Another module adds
-its own with ``METHODS["name"] = SeqMethodSpec(...)``; modules listed in :data:`PLUGINS` are imported (if
-present) before the command reads the registry. A spec's ``run(data, seed, out_dir, progress, overrides,
-cache)`` trains and evaluates one method for one seed and returns
+The methods are the ``sequential`` entries of the one registry (:mod:`metarec.registry`). An entry's run
+function ``run(name, data, seed, out_dir, progress, overrides, cache)`` (:func:`run_direct`, :func:`run_sml`,
+:func:`run_cbml` here, :func:`metarec.seqrec.mml.run_variant`) trains and evaluates one method for one seed and
+returns
 ``{"method", "seed", "test", "valid", "best_epoch", "train_seconds", "history", "config"}`` (metrics from
 :func:`metarec.seqrec.evaluate.evaluate_seq`); ``cache`` is a dict shared by the methods of one seed (the
 ``sasrec`` pre-training is reused by ``ptft``); ``overrides`` are flat ``section.key`` -> value pairs
@@ -13,38 +13,23 @@ cache)`` trains and evaluates one method for one seed and returns
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from metarec import registry
 from metarec.config import apply_overrides
 from metarec.errors import MetarecError
 
 # torch and the models are imported inside the functions: building the CLI parser stays cheap
 
 
-@dataclass(frozen=True)
-class SeqMethodSpec:
-    name: str
-    run: Callable[..., dict]
-    summary: str
-
-
-METHODS: dict[str, SeqMethodSpec] = {}
-PLUGINS: tuple[str, ...] = ("metarec.seqrec.mml",)  # modules that register more methods (MML, issue 6b)
-
-
-def load_plugins() -> None:
-    for mod in PLUGINS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+def run_method(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+    """Train and evaluate the registered sequential method ``name`` for one seed."""
+    run = registry.method(name).impl("sequential").load()
+    return run(name, data, seed, out_dir, progress, overrides, cache)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -113,49 +98,50 @@ def _valid_fn(data):
 # ------------------------------------------------------------------------------------------- runners
 
 
-def _run_direct(name: str, cfg_fn, train_default: Callable):
-    def run(data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
-        import torch
+def run_direct(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+    """SASRec, GRU4Rec, Full and PT-FT: one network trained on the old users' sequences, the registry entry's
+    :class:`~metarec.seqrec.methods.DirectConfig` defaults deciding which (and whether it fine-tunes)."""
+    import torch
 
-        from metarec.seqrec.evaluate import evaluate_seq
-        from metarec.seqrec.methods import DirectSeq, FinetuneConfig
-        from metarec.seqrec.train import fit_seq
+    from metarec.seqrec.evaluate import evaluate_seq
+    from metarec.seqrec.methods import DirectSeq, FinetuneConfig
+    from metarec.seqrec.train import fit_seq
 
-        t_over, m_over = _split_overrides(overrides or {})
-        cfg = _fit_len(apply_overrides(replace(cfg_fn(), seed=seed), m_over, "model."), data)
-        tcfg = apply_overrides(replace(train_default(), seed=seed), t_over, "train.")
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        method = DirectSeq(data.n_items, cfg)
-        tasks = method.train_tasks(data)
-        method.pool = _train_pool(tasks)
-        key = repr(("direct", asdict(replace(cfg, finetune=FinetuneConfig(), seed=0)), asdict(tcfg), data.config,
-                    len(data.train)))
-        if cache is not None and key in cache:
-            state, fitted = cache[key]
-            fitted = {**fitted, "resumed_seconds": 0.0}  # the shared training is counted by its first user
-            method.load_state_dict(state)
-        else:
-            fitted = fit_seq(method, tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
-                             identity=_identity(name, cfg, data, out_dir))
-            if cache is not None:
-                cache[key] = ({k: v.clone() for k, v in method.state_dict().items()}, fitted)
-        extra = {}
-        if cfg.finetune.steps > 0 and cfg.finetune.lr_grid:  # PT-FT: the fine-tuning rate chosen on meta-valid
-            scores = {}
-            for lr in cfg.finetune.lr_grid:
-                method.config = replace(cfg, finetune=replace(cfg.finetune, lr=float(lr)))
-                scores[float(lr)] = evaluate_seq(method, data.valid, data.n_items)
-            best = max(scores, key=lambda r: scores[r][tcfg.select])
-            method.config = cfg = replace(cfg, finetune=replace(cfg.finetune, lr=best))
-            fitted = {**fitted, "best": scores[best]}
-            extra = {"finetune_lr_selection": {str(k): v[tcfg.select] for k, v in scores.items()}}
-        return _finish(name, seed, method, data, fitted, t0, out_dir, cfg, extra)
+    t_over, m_over = _split_overrides(overrides or {})
+    base = registry.method(name).impl("sequential").make_config()
+    cfg = _fit_len(apply_overrides(replace(base, seed=seed), m_over, "model."), data)
+    tcfg = apply_overrides(replace(direct_train_default(), seed=seed), t_over, "train.")
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    method = DirectSeq(data.n_items, cfg)
+    tasks = method.train_tasks(data)
+    method.pool = _train_pool(tasks)
+    key = repr(("direct", asdict(replace(cfg, finetune=FinetuneConfig(), seed=0)), asdict(tcfg), data.config,
+                len(data.train)))
+    if cache is not None and key in cache:
+        state, fitted = cache[key]
+        fitted = {**fitted, "resumed_seconds": 0.0}  # the shared training is counted by its first user
+        method.load_state_dict(state)
+    else:
+        fitted = fit_seq(method, tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
+                         identity=_identity(name, cfg, data, out_dir))
+        if cache is not None:
+            cache[key] = ({k: v.clone() for k, v in method.state_dict().items()}, fitted)
+    extra = {}
+    if cfg.finetune.steps > 0 and cfg.finetune.lr_grid:  # PT-FT: the fine-tuning rate chosen on meta-valid
+        scores = {}
+        for lr in cfg.finetune.lr_grid:
+            method.config = replace(cfg, finetune=replace(cfg.finetune, lr=float(lr)))
+            scores[float(lr)] = evaluate_seq(method, data.valid, data.n_items)
+        best = max(scores, key=lambda r: scores[r][tcfg.select])
+        method.config = cfg = replace(cfg, finetune=replace(cfg.finetune, lr=best))
+        fitted = {**fitted, "best": scores[best]}
+        extra = {"finetune_lr_selection": {str(k): v[tcfg.select] for k, v in scores.items()}}
+    return _finish(name, seed, method, data, fitted, t0, out_dir, cfg, extra)
 
-    return run
 
-
-def _run_cbml(data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+def run_cbml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+    """CBML (meta-trained; its attribute width follows the dataset's item features)."""
     import torch
 
     from metarec.seqrec.cbml import CBML, CBMLConfig, item_attributes
@@ -173,7 +159,8 @@ def _run_cbml(data, seed: int, out_dir=None, progress=True, overrides=None, cach
     return _finish("cbml", seed, method, data, fitted, t0, out_dir, cfg)
 
 
-def _run_sml(data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+    """SML: SASRec pre-trained on the early periods, then retrained period by period through the transfer net."""
     import torch
 
     from metarec.seqrec.evaluate import evaluate_seq
@@ -217,39 +204,6 @@ def meta_train_default():
     return SeqTrainConfig(epochs=100, batch=64, lr=1e-3, patience=10)
 
 
-def _direct_cfg(**kw):
-    def make():
-        from metarec.seqrec.methods import DirectConfig, FinetuneConfig
-
-        if "finetune_steps" in kw:
-            return DirectConfig(finetune=FinetuneConfig(steps=kw["finetune_steps"]))
-        return DirectConfig(**kw)
-
-    return make
-
-
-def _register_builtin() -> None:
-
-    METHODS["sasrec"] = SeqMethodSpec("sasrec", _run_direct("sasrec", _direct_cfg(), direct_train_default),
-                                      "SASRec trained on the old users' sequences (BPR), no adaptation")
-    METHODS["gru4rec"] = SeqMethodSpec(
-        "gru4rec", _run_direct("gru4rec", _direct_cfg(net="gru4rec"), direct_train_default),
-        "GRU4Rec (item embeddings) trained on the old users' sequences (BPR), no adaptation")
-    METHODS["full"] = SeqMethodSpec(
-        "full", _run_direct("full", _direct_cfg(with_supports=True), direct_train_default),
-        "Full retrain: SASRec on the old users' sequences plus the new users' warm-up sequences")
-    METHODS["ptft"] = SeqMethodSpec(
-        "ptft", _run_direct("ptft", _direct_cfg(finetune_steps=5), direct_train_default),
-        "PT-FT: the sasrec model fine-tuned per new user on its warm-up prefixes (Theta, 5 SGD steps)")
-    METHODS["sml"] = SeqMethodSpec("sml", _run_sml, "SML (SIGIR'20): sequential meta-learning retraining of SASRec "
-                                   "with a CNN transfer network over time periods")
-    METHODS["cbml"] = SeqMethodSpec("cbml", _run_cbml, "CBML (CIKM'21): item+feature self-attention, soft task "
-                                    "clusters and a gated MAML initialisation of the prediction layer")
-
-
-_register_builtin()
-
-
 # ------------------------------------------------------------------------------------------- command
 
 
@@ -277,13 +231,13 @@ def cmd_seqrec(args, extra) -> None:
     from metarec.io import code_version
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
-    load_plugins()
     if args.merge:
         return _merge(args)
     entries = [parse_learner_entry(e) for e in args.methods]
-    unknown = [n for n, _, _ in entries if n not in METHODS]
+    known = registry.names("sequential")
+    unknown = [n for n, _, _ in entries if n not in known]
     if unknown:
-        raise MetarecError(f"unknown method(s) {', '.join(unknown)}: registered methods are {', '.join(METHODS)}")
+        raise MetarecError(f"unknown method(s) {', '.join(unknown)}: the sequential methods are {', '.join(known)}")
     over = parse_override_args(extra)
     if args.quick:
         over = {"train.epochs": 2, "train.patience": 2, **over}
@@ -305,7 +259,7 @@ def cmd_seqrec(args, extra) -> None:
                 f"-o{hashlib.sha1(repr(sorted({**over, **own}.items())).encode()).hexdigest()[:8]}"
                 if {**over, **own} else "")  # other settings, other directory (checkpoints resume)
             run_dir = Path(args.runs_dir) / Path(args.dataset).name / f"{label}-s{seed}{tag}" if args.runs_dir else None
-            res = METHODS[name].run(data, seed, run_dir, not args.quiet, {**over, **own}, cache)
+            res = run_method(name, data, seed, run_dir, not args.quiet, {**over, **own}, cache)
             res["method"] = label
             res["code"] = version
             results.append(res)

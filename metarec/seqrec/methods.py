@@ -69,20 +69,15 @@ class SeqMethod(nn.Module):
         save_torch(Path(path), blob)
 
 
-# class name -> (class, config class); sml.py and cbml.py add theirs
-SEQ_CLASSES: dict[str, tuple[type, type]] = {}
-
-
 def load_seq_method(path: Path) -> tuple[SeqMethod, dict]:
-    import metarec.seqrec.cbml  # noqa: F401  (registers its class)
-    import metarec.seqrec.sml  # noqa: F401
-    from metarec.seqrec.command import load_plugins
-
-    load_plugins()  # MML (issue 6b) registers its classes too
+    """A saved sequence model, its class and config class found in the registry by the method's name (files
+    written before the name was recorded: by the class name of a registered entry)."""
+    from metarec import registry
 
     blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
     try:
-        cls, cfg_cls = SEQ_CLASSES[blob["cls"]]
+        impl = _registered_impl(blob)
+        cls, cfg_cls = registry.resolve(impl.model), impl.config_cls()
         method = cls(blob["n_items"], config_from_dict(cfg_cls, blob["config"]), pool=blob["state"]["pool"])
         method.name = blob["name"]
         method.load_state_dict(blob["state"])
@@ -152,4 +147,16 @@ class DirectSeq(SeqMethod):
         return SeqAdapted(lambda seq, pos: vcall(self.net, fast, seq, pos))
 
 
-SEQ_CLASSES["DirectSeq"] = (DirectSeq, DirectConfig)
+def _registered_impl(blob: dict):
+    """The sequential registry entry that wrote ``blob``: by method name, else by class name."""
+    from metarec import registry
+
+    name = (blob.get("extra") or {}).get("method") or blob.get("name")
+    seq = registry.names("sequential")
+    if name in seq:
+        return registry.method(name).impl("sequential")
+    for n in seq:
+        impl = registry.method(n).impl("sequential")
+        if impl.model.rpartition(":")[2] == blob["cls"]:
+            return impl
+    raise KeyError(f"no registered sequential method {name!r} or class {blob['cls']!r}")

@@ -49,7 +49,7 @@ from metarec.io import load_torch
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
-from metarec.seqrec.methods import SEQ_CLASSES, SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqAdapted, SeqMethod
 from metarec.seqrec.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.modality import ModalityConfig
 from metarec.seqrec.train import SeqTrainConfig, fit_seq
@@ -352,7 +352,6 @@ class MMLModel(SeqMethod):
 
 
 # ------------------------------------------------------------------------------------------ save & load
-SEQ_CLASSES["MMLModel"] = (MMLModel, MMLConfig)
 
 
 def save_mml(model: MMLModel, path: Path, extra: dict | None = None) -> None:
@@ -386,16 +385,6 @@ def variant_config(name: str, base: MMLConfig | None = None) -> MMLConfig:
     if name == "ptft-mml":
         return replace(c, train_mode="pooled")
     raise MetarecError(f"unknown MML variant {name!r}")
-
-
-VARIANTS = {
-    "mml": "MML (CIKM'22): ID learner with feature-aware attention + text/image learners, fusion, generator",
-    "mml-nogen": "MML without the item embedding generator (new items keep random ID embeddings; Table 4)",
-    "mml-nofusion": "MML with the average of the learners' normalised scores instead of the fusion layer (Table 4)",
-    "mml-main": "MML's main (ID, feature-aware) learner alone, with the generator",
-    "mml-id": "MML_ID: ID-only MAML over SASRec (no modality: vanilla attention, no auxiliary learner, no generator)",
-    "ptft-mml": "PT-FT with the MML network: plain training on every prefix, fine-tuning on the support",
-}
 
 
 @dataclass(frozen=True)
@@ -487,18 +476,3 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
         model.save(Path(out_dir) / "model.pt", extra={"method": variant, "seed": seed,
                                                       "protocol": asdict(data.config), "dataset": data.dataset.name})
     return result
-
-
-def _register() -> None:
-    try:
-        from metarec.seqrec.command import METHODS, SeqMethodSpec
-    except ImportError:  # the command module is optional for library use
-        return
-    for name, summary in VARIANTS.items():
-        def run(data, seed, out_dir=None, progress=True, overrides=None, cache=None, _name=name):
-            return run_variant(_name, data, seed, out_dir, progress, overrides, cache)
-
-        METHODS[name] = SeqMethodSpec(name, run, summary)
-
-
-_register()

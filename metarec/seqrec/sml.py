@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.functional import flat_mean, position_losses
-from metarec.seqrec.methods import SEQ_CLASSES, SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqAdapted, SeqMethod
 from metarec.seqrec.protocol import _prefix_task
 from metarec.seqrec.sasrec import SASRec, SASRecConfig
 from metarec.tasks import Task
@@ -224,4 +224,3 @@ def period_tasks(train_inter: pd.DataFrame, periods: int, max_len: int) -> list[
     return out
 
 
-SEQ_CLASSES["SML"] = (SML, SMLConfig)

@@ -97,8 +97,8 @@ def test_adapt_shapes_and_save_load_round_trip(setup, tmp_path):
     assert torch.equal(m2.adapt(batch).score(batch.q_user, batch.q_item), scores)
 
 
-def test_train_command_points_to_the_warmup_command(capsys, tmp_path, monkeypatch):
+def test_rating_commands_point_to_the_warmup_protocol(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--learner", "metaemb"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "metarec warmup --methods metaemb" in err
+    assert err.count("\n") == 0 and "--protocol warmup" in err and "does not run on the user-cold" in err

@@ -89,8 +89,8 @@ def test_training_lowers_the_warm_loss_and_round_trips(setup, tmp_path):
     assert torch.equal(m2.adapt(q).score(q.q_user, q.q_item), scores)
 
 
-def test_train_command_points_to_the_warmup_command(capsys, tmp_path, monkeypatch):
+def test_rating_commands_point_to_the_warmup_protocol(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "--learners", "mwuf"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "metarec warmup --methods mwuf" in err
+    assert err.count("\n") == 0 and "--protocol warmup" in err and "does not run on the user-cold" in err

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from metarec import registry
 from metarec.cli import main
-from metarec.seqrec.command import METHODS, SeqMethodSpec
 from tests.conftest import synthetic_frames, write_atomic
 
 ARGS = ["--seeds", "0", "--quick", "--quiet", "--runs-dir", "", "--n-support", "5", "--n-query", "3",
@@ -36,28 +36,29 @@ def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
     assert set(blob["results"][1]["finetune_lr_selection"]) == {"0.001", "0.01", "0.1", "1.0"}
 
 
-def test_registry_is_extensible(tmp_path):
-    calls = []
+CALLS: list = []
 
-    def run(data, seed, out_dir=None, progress=True, overrides=None, cache=None):
-        calls.append((len(data.test), seed))
-        return {"method": "dummy", "seed": seed, "test": {f"{m}@{k}": 0.5 for m in ("recall", "mrr", "ndcg")
-                                                          for k in (5, 10, 20)}, "train_seconds": 0.0}
 
-    METHODS["dummy"] = SeqMethodSpec("dummy", run, "a test method")
+def dummy_run(name, data, seed, out_dir=None, progress=True, overrides=None, cache=None):
+    CALLS.append((name, len(data.test), seed))
+    return {"method": name, "seed": seed, "test": {f"{m}@{k}": 0.5 for m in ("recall", "mrr", "ndcg")
+                                                  for k in (5, 10, 20)}, "train_seconds": 0.0}
+
+
+def test_a_registry_entry_is_all_a_sequential_method_needs(tmp_path, monkeypatch):
+    entry = registry.Method("dummy", "a test method", {"sequential": registry.Impl(f"{__name__}:dummy_run")})
+    monkeypatch.setattr(registry, "METHODS", {**registry.METHODS, "dummy": entry})
+    CALLS.clear()
     d = _tiny_dir(tmp_path)
-    try:
-        for seed in ("0", "1"):  # one process per seed, then one merged table
-            args = ["seqrec", "--dataset", d, "--methods", "dummy", *ARGS, "--seeds", seed,
-                    "--out", str(tmp_path / f"s{seed}")]
-            assert main(args) == 0
-        assert [c[1] for c in calls] == [0, 1]
-        assert main(["seqrec", "--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"),
-                     "--out", str(tmp_path / "all")]) == 0
-        blob = json.loads((tmp_path / "all.json").read_text())
-        assert [r["seed"] for r in blob["results"]] == [0, 1] and "| dummy  | 2 " in (tmp_path / "all.md").read_text()
-    finally:
-        METHODS.pop("dummy")
+    for seed in ("0", "1"):  # one process per seed (in the new grammar), then one merged table
+        args = ["compare", "--protocol", "sequential", "--dataset", d, "--learners", "dummy", *ARGS, "--seeds", seed,
+                "--out", str(tmp_path / f"s{seed}")]
+        assert main(args) == 0
+    assert [c[2] for c in CALLS] == [0, 1] and CALLS[0][0] == "dummy"
+    assert main(["merge", "--protocol", "sequential", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"),
+                 "--out", str(tmp_path / "all")]) == 0
+    blob = json.loads((tmp_path / "all.json").read_text())
+    assert [r["seed"] for r in blob["results"]] == [0, 1] and "| dummy  | 2 " in (tmp_path / "all.md").read_text()
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

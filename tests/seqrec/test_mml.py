@@ -330,14 +330,13 @@ def _char_encoder(texts):
 
 
 def test_run_variant_end_to_end_and_reload(tiny_dataset, tmp_path):
-    from metarec.seqrec.command import METHODS, load_plugins
+    from metarec import registry
     from metarec.seqrec.evaluate import evaluate_seq
     from metarec.seqrec.methods import load_seq_method
     from metarec.seqrec.mml import run_variant
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
-    load_plugins()
-    assert {"mml", "mml-nogen", "mml-nofusion", "mml-main", "mml-id", "ptft-mml"} <= set(METHODS)
+    assert {"mml", "mml-nogen", "mml-nofusion", "mml-main", "mml-id", "ptft-mml"} <= set(registry.names("sequential"))
     data = make_seq_protocol(tiny_dataset, SeqProtocolConfig(n_support=5, n_query=3, max_len=20, valid_frac=0.2))
     over = {"model.net.dim": 8, "model.net.fusion_hidden": 4, "train.epochs": 1, "train.batch": 64,
             "model.inner.steps": 1}
