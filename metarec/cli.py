@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("METAREC_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    typed = argv  # what the records' provenance shows: the line as given, not as routed
     try:
         argv = route(argv)
     except MetarecError as e:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.argv = argv
+    args.argv = typed
     try:
         if getattr(args, "takes_overrides", None) is None:
             args.func(args)
