@@ -10,7 +10,7 @@ on the implicit user-cold split (the protocol of the cold-start tables), with no
 - ItemPop (meta-train counts) against class-ItemPop (every item scored by the mean count of its class: the
   best non-personalised score a feature-only network can express), under the same evaluation.
 
-Run: .venv/bin/python benchmarks/feature_ceiling.py [--datasets ml-100k ml-1m] [--seeds 0 1 2]
+Run: .venv/bin/python studies/feature_ceiling.py [--datasets ml-100k ml-1m] [--seeds 0 1 2]
 Writes docs/results/coldstart/feature_ceiling.{json,md}.
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default="docs/results/coldstart/feature_ceiling")
     args = ap.parse_args()
-    cmd = (f".venv/bin/python benchmarks/feature_ceiling.py --datasets {' '.join(args.datasets)} "
+    cmd = (f".venv/bin/python studies/feature_ceiling.py --datasets {' '.join(args.datasets)} "
            f"--seeds {' '.join(map(str, args.seeds))}")
     rows, records = [], []
     for d in args.datasets:

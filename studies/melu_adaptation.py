@@ -3,7 +3,7 @@
 For MeLU trained with the paper's rates (global 5e-5, local 5e-6) and with rates selected on meta-valid
 (1e-3 / 1e-3), measure on meta-test tasks the mean absolute change of the query predictions caused by the
 local update (adapted vs. the shared initialisation), next to the spread of the true ratings.
-Run: .venv/bin/python benchmarks/melu_adaptation.py [--dataset ml-100k] [--epochs 20]
+Run: .venv/bin/python studies/melu_adaptation.py [--dataset ml-100k] [--epochs 20]
 Writes docs/results/melu_adaptation.json and .md.
 """
 
@@ -57,7 +57,7 @@ def main() -> None:
                          "learner_config": asdict(lcfg)}
     table = markdown_table(["MeLU rates", "mean abs(adapted - initial) prediction", "std of true ratings",
                             "test RMSE"], rows)
-    cmd = f"`.venv/bin/python benchmarks/melu_adaptation.py --dataset {args.dataset} --epochs {args.epochs}`"
+    cmd = f"`.venv/bin/python studies/melu_adaptation.py --dataset {args.dataset} --epochs {args.epochs}`"
     print(table)
     write_text(Path(args.out).with_suffix(".md"), f"# How far MeLU's local update moves predictions\n\n"
                f"{args.dataset}, {args.protocol}, meta-test tasks, seed 0. Command: {cmd}\n\n{table}\n")

@@ -5,7 +5,7 @@ normalised scores instead of the fusion layer (No-Fusion's rule); plus each mode
 loss and meta-valid NDCG@10 per meta-epoch).
 
 Run (after `bash docs/results/mml/run_all.sh ml-1m` and the 30-epoch mml-main run of README.md):
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_adaptation.py --dataset ml-1m --max-len 15
+``OMP_NUM_THREADS=1 .venv/bin/python studies/mml_adaptation.py --dataset ml-1m --max-len 15
 --runs runs/seqrec/ml-1m/mml-s0-of3de38b1 runs/seqrec/ml-1m/mml-main-s0-of3de38b1 ...``
 Writes docs/results/mml/adaptation_<dataset>.{json,md} (``--out`` folder, ``--name`` file stem).
 
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     data = make_seq_protocol(load_dataset(args.dataset), SeqProtocolConfig(max_len=args.max_len))
-    record = {"command": "python benchmarks/mml_adaptation.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    record = {"command": "python studies/mml_adaptation.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "code": code_version(), "dataset": args.dataset, "max_len": args.max_len, "models": []}
     rows = []
     for run in map(Path, args.runs):

@@ -1,7 +1,7 @@
 """Figure 2 of MML (5.5): Recall@10 and Recall@20 of MML and PT-FT against the fraction of training data used.
 
 Run (ml-100k, what docs/results/mml/ holds):
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_curve.py --dataset ml-100k --max-len 15 --fracs 0.25 0.5
+``OMP_NUM_THREADS=1 .venv/bin/python studies/mml_curve.py --dataset ml-100k --max-len 15 --fracs 0.25 0.5
 --methods mml ptft-mml --seeds 0 --out docs/results/mml [--reuse RESULTS.json ...] [key=value ...]``
 (docs/results/mml/README.md has the exact command and overrides used).
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec.io import code_version, record_code, write_json
-from metarec.seqrec.command import METHODS, load_plugins
+from metarec.seqrec.command import run_method
 
 
 def main(argv=None) -> None:
@@ -47,11 +47,10 @@ def main(argv=None) -> None:
     from metarec.data.registry import load_dataset
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
-    load_plugins()
     out = Path(args.out)
     path = out / f"curve_{args.dataset}.json"
     record = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    record.update(command="python benchmarks/mml_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    record.update(command="python studies/mml_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   dataset=args.dataset, max_len=args.max_len, fracs=args.fracs, methods=args.methods,
                   seeds=args.seeds, overrides=over)
     done = {(r["method"], r["frac"], r["seed"]) for r in record["runs"]}
@@ -72,7 +71,7 @@ def main(argv=None) -> None:
                 if (name, frac, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                res = METHODS[name].run(sub, seed, None, not args.quiet, over, {})
+                res = run_method(name, sub, seed, None, not args.quiet, over, {})
                 record["runs"].append({"method": name, "frac": frac, "seed": seed, "train_tasks": len(sub.train),
                                        "test": res["test"], "valid": res["valid"],
                                        "train_seconds": time.perf_counter() - t0, "code": code})

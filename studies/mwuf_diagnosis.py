@@ -14,7 +14,7 @@ this script runs the warm-up protocol with:
 
 These are diagnostics on the protocol's test interactions; nothing is selected with them.
 
-Run: .venv/bin/python benchmarks/mwuf_diagnosis.py [--dataset ml-100k] [--seeds 0 1 2]
+Run: .venv/bin/python studies/mwuf_diagnosis.py [--dataset ml-100k] [--seeds 0 1 2]
 Writes docs/results/warmup/mwuf_diagnosis_DATASET.{json,md}.
 """
 
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.ctr.backbone import DeepFM, fit_backbone
 from metarec.ctr.warmup import PHASES, WarmupRun, dataset_defaults, make_method, prepare_warmup, run_protocol
 from metarec.data.registry import load_dataset
 from metarec.io import code_version, write_json, write_text
+from metarec.nets.deepfm import DeepFM, fit_backbone
 from metarec.report import markdown_table
 
 
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = ap.parse_args()
-    cmd = (f".venv/bin/python benchmarks/mwuf_diagnosis.py --dataset {args.dataset} "
+    cmd = (f".venv/bin/python studies/mwuf_diagnosis.py --dataset {args.dataset} "
            f"--seeds {' '.join(map(str, args.seeds))}")
     version = code_version()
     rows = [r for s in args.seeds for r in diagnose(args.dataset, s)]

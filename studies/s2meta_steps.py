@@ -3,7 +3,7 @@ learning process on every meta-test scenario, against the same models with no st
 initialisation ω_R alone), and FT's selected fine-tuning.
 
 Run (after `bash docs/results/s2meta/run_all.sh DATASET`, which saves the models under runs/s2meta/DATASET/):
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/s2meta_steps.py --datasets ml-100k ml-1m [--label Complete]``
+``OMP_NUM_THREADS=1 .venv/bin/python studies/s2meta_steps.py --datasets ml-100k ml-1m [--label Complete]``
 Writes docs/results/s2meta/adaptation_steps.{json,md}.
 
 For each seed's model and each meta-test scenario, the learning process is replayed exactly as at meta-test
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     version = code_version()
-    rows, blob = [], {"command": "python benchmarks/s2meta_steps.py " + " ".join(argv), "code": version,
+    rows, blob = [], {"command": "python studies/s2meta_steps.py " + " ".join(argv), "code": version,
                       "runs": []}
     for d in args.datasets:
         records = {}

@@ -48,6 +48,6 @@ $M seqrec --merge $(for s in 0 1 2; do for m in sasrec-ptft gru4rec full sml cbm
 $M seqrec --merge $(for s in 0 1 2; do for m in mml-group mml-main mml-id ptft-mml base15; do echo "$R/${D}_${m}_s$s.json"; done; done) \
   --brief-json --out docs/results/mml/${D}_mml
 # Figure 2: seed 0, the fraction-1.0 points from the table's runs
-OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mml_curve.py --dataset "$D" --max-len 15 --fracs 0.25 0.5 1.0 \
+OMP_NUM_THREADS=1 .venv/bin/python studies/mml_curve.py --dataset "$D" --max-len 15 --fracs 0.25 0.5 1.0 \
   --methods mml ptft-mml --seeds 0 --out docs/results/mml --reuse docs/results/mml/${D}_mml.json --quiet \
   ${MML_BUDGET//--/}

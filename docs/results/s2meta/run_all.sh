@@ -2,7 +2,7 @@
 # s²Meta (issue 5) on one dataset: the comparison, the Table 4 ablations, the mapping/interaction analysis (5.4)
 # and the learning process of Figure 2. One `scenario compare` per seed (run in parallel), then merged tables.
 # ml-1m: 67 minutes wall for the three seeds on 2 cores (about 35 CPU-minutes per seed; s2meta variants dominate).
-# The analyses that read the saved models (README.md): benchmarks/s2meta_steps.py, and the ml-1m budget check.
+# The analyses that read the saved models (README.md): studies/s2meta_steps.py, and the ml-1m budget check.
 # Usage: bash docs/results/s2meta/run_all.sh [DATASET]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
