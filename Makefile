@@ -24,9 +24,10 @@ setup-mml: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/metarec demo
 
-## The fast test suite (what CI runs).
+## The fast test suite (what CI runs): lint, the import contracts (pyproject.toml [tool.importlinter]), the tests.
 test: $(STAMP)
-	$(BIN)/python -m ruff check metarec tests benchmarks
+	$(BIN)/python -m ruff check metarec tests benchmarks studies
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 ## Everything, including the slow tests (ml-1m, longer training).

@@ -59,9 +59,9 @@ def warmup_workload(preps: dict) -> dict:
     if "warmup" not in preps:
         from dataclasses import replace
 
-        from metarec.ctr.backbone import DeepFM, fit_backbone
         from metarec.ctr.warmup import WarmupRun, dataset_defaults, item_tasks, prepare_warmup
         from metarec.data.registry import load_dataset
+        from metarec.nets.deepfm import DeepFM, fit_backbone
 
         run = WarmupRun(warmup=dataset_defaults("ml-100k"))
         run = replace(run, backbone=replace(run.backbone, epochs=1))

@@ -59,7 +59,7 @@ def _entry_config(entry: str, args, over: dict, seed: int, store: dict, preset: 
     return name, label, run, lcfg
 
 
-def _overrides(args, extra) -> dict:
+def run_overrides(args, extra) -> dict:
     from metarec.config import parse_override_args, read_config_file
 
     over = _flatten(read_config_file(args.config))
@@ -84,7 +84,7 @@ def cmd_train(args, extra) -> None:
     from metarec.pipeline import make_config, train_and_evaluate
 
     preset, store = _preset_args(args)
-    over = _overrides(args, extra)
+    over = run_overrides(args, extra)
     run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, over,
                             preset=preset, presets=store)
     print(f"{args.learner}: " + (f"preset {run.preset}" if run.preset else "the registry defaults (= paper)")
@@ -152,7 +152,7 @@ def cmd_compare(args, extra) -> None:
     from metarec.pipeline import prepare, train_and_evaluate
     from metarec.report import compare_table
 
-    over = _overrides(args, extra)
+    over = run_overrides(args, extra)
     preset, store = _preset_args(args)
     version = code_version()  # the code that runs, before anything can change the working tree
     for seed in args.seeds:  # every entry checked before anything trains: a typo in the last one stops at once
@@ -256,7 +256,7 @@ def cmd_curve(args, extra) -> None:
 
     if args.replot:
         return _replot(Path(args.replot))
-    over = _overrides(args, extra)
+    over = run_overrides(args, extra)
     preset, store = _preset_args(args)
     version = code_version()
     if min(args.ks) < 1:
@@ -354,7 +354,7 @@ def cmd_tune(args, extra) -> None:
     seeds = args.seeds or [args.seed]
     cfg = TuneConfig(learner=args.learner, trials=args.trials, dataset=args.dataset, protocol=args.protocol,
                      view=args.view, seed=seeds[0], extra_seeds=tuple(seeds[1:]), timeout=args.timeout,
-                     preset=args.preset or AUTO, overrides=_overrides(args, extra))
+                     preset=args.preset or AUTO, overrides=run_overrides(args, extra))
     rec = tune(cfg, Path(args.out), command="metarec " + " ".join(args.argv), preset_name=args.preset_name,
                presets_path=args.presets, progress=not args.quiet)
     best = rec["best"]

@@ -237,7 +237,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
 
 
 def _overrides(args, extra) -> dict:
-    from metarec.commands import _overrides as parse
+    from metarec.commands import run_overrides as parse
 
     return parse(args, extra)
 

@@ -44,7 +44,7 @@ from torch import Tensor
 from metarec.data.types import Dataset, to_implicit
 from metarec.errors import MetarecError
 from metarec.evaluation import metrics as M
-from metarec.tasks import CODE_STRIDE, Task, _member_of_sorted, collate, sample_negatives, scenarios_by_attribute
+from metarec.tasks import CODE_STRIDE, Task, collate, member_of_sorted, sample_negatives, scenarios_by_attribute
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def prepare_scenarios(ds: Dataset, cfg: ScenarioConfig) -> ScenarioData:
         s = dtrain[name]
         q = np.setdiff1d(rows_of[name], s)
         if p != "train":
-            q = q[~_member_of_sorted(codes(u_all[q], i_all[q]), train_codes)]
+            q = q[~member_of_sorted(codes(u_all[q], i_all[q]), train_codes)]
         else:
             q = q[~taken[q]]
         if len(q) == 0:
@@ -242,7 +242,7 @@ def _grid(task: Task, train_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     items = np.asarray(task.extra["items"], np.int64)
     grid = codes(np.repeat(users, len(items)), np.tile(items, len(users))).reshape(len(users), len(items))
     positives = np.isin(grid, codes(task.q_user[pos], task.q_item[pos]))
-    exclude = _member_of_sorted(grid, train_codes) & ~positives
+    exclude = member_of_sorted(grid, train_codes) & ~positives
     return users, items, positives, exclude
 
 

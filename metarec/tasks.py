@@ -212,14 +212,14 @@ def sample_negatives(owners: np.ndarray, candidates: np.ndarray, n: int, rng: np
     """
     out = candidates[rng.integers(0, len(candidates), size=(len(owners), n))]
     for _ in range(1000):
-        bad = _member_of_sorted(owners[:, None].astype(np.int64) * CODE_STRIDE + out, known)
+        bad = member_of_sorted(owners[:, None].astype(np.int64) * CODE_STRIDE + out, known)
         if not bad.any():
             return out
         out[bad] = candidates[rng.integers(0, len(candidates), size=int(bad.sum()))]
     raise MetarecError("negative sampling failed: some owner has interacted with (almost) every candidate")
 
 
-def _member_of_sorted(codes: np.ndarray, sorted_known: np.ndarray) -> np.ndarray:
+def member_of_sorted(codes: np.ndarray, sorted_known: np.ndarray) -> np.ndarray:
     """``np.isin(codes, sorted_known)`` without re-sorting the (large, already sorted) known codes."""
     if len(sorted_known) == 0:
         return np.zeros(codes.shape, dtype=bool)

@@ -18,7 +18,7 @@ from metarec.errors import MetarecError
 
 
 def cmd_warmup(args, extra) -> None:
-    from metarec.commands import _overrides
+    from metarec.commands import run_overrides
     from metarec.config import apply_overrides
     from metarec.ctr.warmup import METHODS, PHASES, WarmupRun, dataset_defaults, run_seed
     from metarec.data.registry import load_dataset
@@ -29,7 +29,7 @@ def cmd_warmup(args, extra) -> None:
         raise MetarecError(f"unknown warm-up method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
     if len(set(args.methods)) != len(args.methods) or len(set(args.seeds)) != len(args.seeds):
         raise MetarecError("--methods and --seeds must not repeat an entry")
-    run = apply_overrides(WarmupRun(warmup=dataset_defaults(args.dataset)), _overrides(args, extra))
+    run = apply_overrides(WarmupRun(warmup=dataset_defaults(args.dataset)), run_overrides(args, extra))
     ds = load_dataset(args.dataset)
     cmdline = "metarec " + " ".join(args.argv)
     bar = tqdm(total=len(args.seeds) * (1 + len(args.methods)), desc="warm-up", disable=args.quiet)

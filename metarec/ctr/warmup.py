@@ -41,7 +41,6 @@ import pandas as pd
 import torch
 
 from metarec import registry
-from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, fit_backbone, sgd_update
 from metarec.data.features import fit_features
 from metarec.data.types import Dataset
 from metarec.engine.train import TrainConfig, fit
@@ -50,6 +49,7 @@ from metarec.evaluation.metrics import global_auc, logloss
 from metarec.learners.base import Context
 from metarec.learners.metaemb import MetaEmb, MetaEmbConfig
 from metarec.learners.mwuf import MWUF, MWUFConfig
+from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate, fit_backbone, sgd_update
 from metarec.tasks import Task, collate
 
 PHASES = ("cold", "warm-a", "warm-b", "warm-c")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from metarec.engine.inner import InnerConfig, batched_call, expand_fast, inner_loop, masked_task_loss, sgd_step
 from metarec.learners.base import Adapted, Context, Learner
+from metarec.nets.mlp import mlp
 from metarec.tasks import TaskBatch
 
 
@@ -100,15 +101,6 @@ def _offset_codes(codes: Tensor, cards: list[int]) -> Tensor:
     """(n, F) per-field codes -> codes into the row-wise concatenation of the F fields' tables."""
     offsets = torch.tensor([0, *cards[:-1]], dtype=codes.dtype).cumsum(0) if cards else codes.new_zeros(0)
     return codes + offsets
-
-
-def mlp(inp: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    layers, d = [], inp
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU()]
-        d = h
-    layers.append(nn.Linear(d, 1))
-    return nn.Sequential(*layers)
 
 
 class FeatureMLP(Learner):

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, sgd_update
 from metarec.errors import MetarecError
 from metarec.learners.base import Adapted, Context, Learner
+from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate, sgd_update
 from metarec.tasks import TaskBatch
 
 
@@ -98,10 +98,10 @@ class MetaEmb(Learner):
         owners = support.owner
         v, _ = sgd_update(self.backbone, self.init_embeddings(owners), lambda r: r, support.s_user, support.s_item,
                           support.s_rating, support.s_mask, self.config.update, "none")
-        return _item_adapted(self.backbone, owners, v)
+        return item_adapted(self.backbone, owners, v)
 
 
-def _item_adapted(backbone: DeepFM, owners: Tensor, v: Tensor) -> Adapted:
+def item_adapted(backbone: DeepFM, owners: Tensor, v: Tensor) -> Adapted:
     """Scoring closed over B item tasks' adapted ID vectors v (B, d): logits of (user, task item) pairs."""
     v = v.detach()
 

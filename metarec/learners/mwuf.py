@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, sgd_update
 from metarec.learners.base import Adapted, Context, Learner
-from metarec.learners.metaemb import _item_adapted
+from metarec.learners.metaemb import item_adapted
+from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate, sgd_update
 from metarec.tasks import TaskBatch
 
 
@@ -125,4 +125,4 @@ class MWUF(Learner):
                             support.s_rating, support.s_mask, self.config.update, "none")
         with torch.no_grad():
             v = eff(raw)
-        return _item_adapted(self.backbone, owners, v)
+        return item_adapted(self.backbone, owners, v)

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from metarec.engine.inner import masked_task_loss
 from metarec.errors import MetarecError
-from metarec.learners.base import Context
-from metarec.learners.feature_mlp import mlp
+from metarec.nets.context import Context
+from metarec.nets.mlp import mlp
 
 
 @dataclass(frozen=True)

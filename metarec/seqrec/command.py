@@ -164,7 +164,7 @@ def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=N
     import torch
 
     from metarec.seqrec.evaluate import evaluate_seq
-    from metarec.seqrec.protocol import _window_tasks
+    from metarec.seqrec.protocol import window_tasks
     from metarec.seqrec.sml import SML, SMLConfig, period_tasks
     from metarec.seqrec.train import fit_seq
 
@@ -179,7 +179,7 @@ def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=N
     df = data.train_inter
     edges = np.quantile(df["timestamp"].to_numpy(), np.linspace(0, 1, cfg.periods + 1)[1:-1])
     early = df[np.searchsorted(edges, df["timestamp"].to_numpy(), side="right") < cfg.pretrain_periods]
-    pre_tasks = _window_tasks(early, data.config)
+    pre_tasks = window_tasks(early, data.config)
     method = SML(data.n_items, cfg, pool=_train_pool(data.train))
     fitted = fit_seq(method, pre_tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
                      params=method.net.parameters(), identity=_identity("sml", cfg, data, out_dir))

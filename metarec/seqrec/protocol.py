@@ -90,7 +90,7 @@ class SeqData:
         out = []
         for t in {"valid": self.valid, "test": self.test}[part]:
             seq = t.extra["seq"][: self.config.n_support]
-            out.append(_prefix_task(t.owner, seq))
+            out.append(prefix_task(t.owner, seq))
         return out
 
     def subsample_train(self, frac: float, seed: int | None = None) -> SeqData:
@@ -124,7 +124,7 @@ class SeqData:
         return out
 
 
-def _prefix_task(owner: int, seq: np.ndarray) -> Task:
+def prefix_task(owner: int, seq: np.ndarray) -> Task:
     """A task over ``seq`` with prefix augmentation: targets 1..n-2 support, target n-1 query."""
     n = len(seq)
     s_pos, q_pos = np.arange(1, n - 1), np.array([n - 1])
@@ -168,7 +168,7 @@ def make_seq_protocol(ds: Dataset, cfg: SeqProtocolConfig) -> SeqData:
     is_valid[valid_users] = True
 
     train_inter = old[~is_valid[old["user"].to_numpy()]].reset_index(drop=True)
-    train = _window_tasks(train_inter, cfg)
+    train = window_tasks(train_inter, cfg)
     valid = _cold_tasks(old[is_valid[old["user"].to_numpy()]], cfg)
     new = _ordered(inter[u_new])
     test = _cold_tasks(new, cfg)
@@ -194,7 +194,7 @@ def make_seq_protocol(ds: Dataset, cfg: SeqProtocolConfig) -> SeqData:
                    train_inter=train_inter, counts=counts)
 
 
-def _window_tasks(df: pd.DataFrame, cfg: SeqProtocolConfig) -> list[Task]:
+def window_tasks(df: pd.DataFrame, cfg: SeqProtocolConfig) -> list[Task]:
     """Meta-train tasks: consecutive windows of <= max_len items per user, prefix-augmented (4.4.1)."""
     if len(df) == 0:
         return []

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.functional import flat_mean, position_losses
 from metarec.seqrec.methods import SeqAdapted, SeqMethod
-from metarec.seqrec.protocol import _prefix_task
+from metarec.seqrec.protocol import prefix_task
 from metarec.seqrec.sasrec import SASRec, SASRecConfig
 from metarec.tasks import Task
 
@@ -178,7 +178,7 @@ class SML(SeqMethod):
         if self.plain:
             self._serving = None
             return
-        support = [_prefix_task(t.owner, t.extra["seq"][: len(t.extra["s_pos"]) + 1]) for t in tasks
+        support = [prefix_task(t.owner, t.extra["seq"][: len(t.extra["s_pos"]) + 1]) for t in tasks
                    if len(t.extra["s_pos"]) >= 2]
         prev = self.weights()
         rng = np.random.default_rng([self.config.seed, 77])

@@ -4,8 +4,8 @@ import itertools
 
 import torch
 
-from metarec.ctr.backbone import DeepFM, WarmUpdate, fit_backbone, sgd_update
 from metarec.ctr.warmup import prepare_warmup
+from metarec.nets.deepfm import DeepFM, WarmUpdate, fit_backbone, sgd_update
 from tests.ctr.warmup_data import BCFG, WCFG, warmup_dataset
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from metarec.ctr.backbone import WarmUpdate
 from metarec.ctr.warmup import (
     PHASES,
     MeanInit,
@@ -18,6 +17,7 @@ from metarec.ctr.warmup import (
 )
 from metarec.data.types import to_implicit
 from metarec.errors import MetarecError
+from metarec.nets.deepfm import WarmUpdate
 from tests.ctr.warmup_data import BCFG, WCFG, trained_backbone, warmup_dataset
 
 

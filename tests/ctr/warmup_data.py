@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate, fit_backbone
 from metarec.ctr.warmup import WarmupConfig, prepare_warmup
 from metarec.data.loaders import build_dataset
+from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate, fit_backbone
 from tests.conftest import synthetic_frames
 
 # 150 users rate 14-40 of 40 items: about 100 interactions per item, half of the items above 100 (old)

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from metarec.cli import main
-from metarec.ctr.backbone import BackboneConfig, DeepFM, WarmUpdate
 from metarec.ctr.warmup import item_tasks
 from metarec.engine.train import TrainConfig, fit
 from metarec.errors import MetarecError
 from metarec.learners.base import load_learner
 from metarec.learners.metaemb import MetaEmb, MetaEmbConfig
+from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate
 from metarec.tasks import collate
 from tests.ctr.warmup_data import BCFG, WCFG, trained_backbone
 
