@@ -110,6 +110,15 @@ def cmd_split(args) -> None:
                            f"{task_cfg.max_inter} interactions leaves no evaluation tasks")
     print(" ".join(f"{k}={v}" for k, v in split.describe().items()))
     print(markdown_table(header, rows))
+    if args.export_tasks:  # the same tasks `metarec train` builds for this split, as a task file (protocol tasks)
+        from metarec.task_files import write_task_file
+        from metarec.tasks import build_tasks
+
+        parts = {p: build_tasks(df, task_cfg, desc=p) for p, df in zip(("train", "valid", "test"),
+                                                                      split.parts.values(), strict=True)}
+        write_task_file(args.export_tasks, ds, parts, train_log=split.train)
+        print(f"wrote {args.export_tasks} (run it with `metarec train --protocol tasks --task-file "
+              f"{args.export_tasks} --dataset {args.dataset}`)")
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
@@ -124,6 +133,8 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inter", type=int, default=100, help="... and at most this many")
     p.add_argument("--n-query", type=int, default=10)
     p.add_argument("--k-shot", type=int, default=None, help="fixed K-shot support (default: MeLU sizing)")
+    p.add_argument("--export-tasks", metavar="FILE.json",
+                   help="also write the split's tasks as a task file (the tasks protocol reads it back)")
 
 
 def build_parser() -> argparse.ArgumentParser:

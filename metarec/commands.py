@@ -88,7 +88,7 @@ def cmd_train(args, extra) -> None:
     run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, over,
                             preset=preset, presets=store)
     print(f"{args.learner}: " + (f"preset {run.preset}" if run.preset else "the registry defaults (= paper)")
-          + (" + explicit overrides" if over else ""), flush=True)
+          + (" + explicit overrides" if set(over) - {"split.task_file"} else ""), flush=True)
     default_out = f"runs/{args.learner}-{args.dataset}-{args.protocol}-{args.view}-s{args.seed}" + (
         f"-{run.preset}" if run.preset else "")  # runs of one learner with different presets do not collide
     out = Path(args.out or default_out)

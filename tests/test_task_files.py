@@ -127,3 +127,13 @@ def test_an_exported_split_runs_as_the_original(tmp_path, tiny_dir):
     got = train_and_evaluate(run2, lcfg2, prep=prep2, progress=False)["test"]
     assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-6) and got["tasks"] == want["tasks"]
     assert np.isfinite(got["ndcg@3"])
+
+
+def test_split_exports_what_train_reads_back(tmp_path, tiny_dir, capsys):
+    path = tmp_path / "exported.json"
+    assert main(["split", str(tiny_dir), "--protocol", "user-cold", "--export-tasks", str(path)]) == 0
+    common = ["--dataset", str(tiny_dir), "--learner", "bias", "--quiet"]
+    assert main(["train", "--protocol", "tasks", "--task-file", str(path), *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--protocol", "user-cold", *common, "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["test"] for d in "ab")
+    assert a == pytest.approx(b, rel=1e-6)
