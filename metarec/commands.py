@@ -50,9 +50,10 @@ def _preset_args(args) -> tuple[str, dict]:
 def _entry_config(entry: str, args, over: dict, seed: int, store: dict, preset: str) -> tuple:
     """(name, label, run, learner config) of a compare/curve learner entry ``NAME[@preset=P,key=value,...]``;
     the entry's own preset and overrides win over ``--preset`` and the global overrides."""
+    from metarec.config import parse_entry
     from metarec.pipeline import make_config
 
-    name, label, own = parse_learner_entry(entry)
+    name, label, own = parse_entry(entry)
     preset = own.pop("preset", preset)
     run, lcfg = make_config(name, args.dataset, args.protocol, seed, args.view, {**over, **own}, preset=preset,
                             presets=store)
@@ -124,9 +125,12 @@ def cmd_evaluate(args, extra) -> None:
         raise MetarecError(f"{path}: no such checkpoint")
     learner, extra_info = load_learner(path)  # one-line MetarecError for anything but a metarec model file
     rc = extra_info.get("run_config") if isinstance(extra_info, dict) else None
-    if not isinstance(rc, dict) or "scenarios" in rc or "split" not in rc:
-        raise MetarecError(f"{path}: not a model of `metarec train` (a scenario model evaluates with "
-                           "`metarec scenario evaluate`)")
+    if isinstance(rc, dict) and "scenarios" in rc:  # a scenario model: its family's evaluation
+        from metarec.scenario_run import cmd_evaluate as scenario_evaluate
+
+        return scenario_evaluate(args, extra)
+    if not isinstance(rc, dict) or "split" not in rc:
+        raise MetarecError(f"{path}: not a model of `metarec train` or `metarec train --protocol scenario`")
     try:
         run = config_from_dict(RunConfig, rc)
     except TypeError as e:
@@ -234,19 +238,6 @@ def cmd_merge(args, extra) -> None:
     results.sort(key=lambda r: r["seed"])  # stable: the learners keep their order within a seed
     provenance = {"commands": commands, "codes": sorted(set(codes)), "merged_by": "metarec " + " ".join(args.argv)}
     write_compare(Path(args.out), results, provenance, args.valid)
-
-
-def parse_learner_entry(entry: str) -> tuple[str, str, dict]:
-    """``NAME`` or ``NAME@key=value,key=value`` (per-learner overrides; the whole entry is its label).
-    ``preset=P`` among them names the learner's preset (compare and curve take it out of the overrides)."""
-    name, _, rest = entry.partition("@")
-    own = {}
-    for kv in filter(None, rest.split(",")):
-        if "=" not in kv:
-            raise MetarecError(f"learner entry {entry!r}: overrides look like NAME@train.lr=1e-3,learner.inner.lr=0.01")
-        k, v = kv.split("=", 1)
-        own[k] = v
-    return name, entry, own
 
 
 def cmd_curve(args, extra) -> None:

@@ -127,3 +127,20 @@ def config_from_dict(cls, d: dict):
             v = tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def parse_entry(entry: str) -> tuple[str, str, dict]:
+    """A learner entry of ``compare``/``curve`` (every protocol family): ``[LABEL=]NAME[@key=value,key=value]`` ->
+    (name, label, per-learner overrides). Without ``LABEL=`` the whole entry is its label; ``preset=P`` among the
+    overrides names the learner's preset (the rating runner takes it out)."""
+    head, at, rest = entry.partition("@")
+    label, eq, name = head.partition("=")
+    if not eq:
+        label, name = entry, head
+    own = {}
+    for kv in filter(None, rest.split(",")) if at else []:
+        if "=" not in kv:
+            raise MetarecError(f"learner entry {entry!r}: overrides look like NAME@train.lr=1e-3,learner.inner.lr=0.01")
+        k, v = kv.split("=", 1)
+        own[k] = v
+    return name, label, own

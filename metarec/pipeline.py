@@ -209,7 +209,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
     learner = spec.cls(prep.ctx, learner_cfg)
     ev = evaluator(run, prep)
     t0 = time.perf_counter()
-    pooled = getattr(learner_cfg, "train_mode", "maml") == "pooled"
+    pooled = learner.pooled
     shared = replace(learner_cfg, inner=None) if hasattr(learner_cfg, "inner") else learner_cfg  # not the fine-tuning
     key = repr((asdict(run.train), asdict(shared))) if pooled else None
     if pretrained is not None and key in pretrained:

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from metarec import registry
-from metarec.config import apply_overrides, config_from_dict
+from metarec.config import apply_overrides, config_from_dict, parse_entry
 from metarec.data.registry import load_dataset
 from metarec.data.types import data_fingerprint
 from metarec.engine.train import TrainConfig, fit
 from metarec.errors import MetarecError
 from metarec.io import code_version, read_record, record_codes, write_json, write_text
-from metarec.learners.base import Context, load_learner
+from metarec.learners.base import Context, Learner, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.mf import MFConfig, pretrained_embeddings
 from metarec.report import markdown_table
@@ -188,8 +188,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
 
     def make(cfg):
         m = spec.cls(prep.ctx, cfg)
-        if hasattr(m, "set_embeddings"):
-            m.set_embeddings(prep.users, prep.items)
+        m.set_embeddings(prep.users, prep.items)
         return m
 
     torch.manual_seed(run.train.seed)
@@ -201,7 +200,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
     else:
         learner = make(lcfg)
         if learner.meta_trained:
-            tasks = pooled_tasks(data, run, "scenarios") if getattr(lcfg, "train_mode", "") == "pooled" \
+            tasks = pooled_tasks(data, run, "scenarios") if learner.pooled \
                 else data.train * run.repeat
             identity = None if ckpt is None else {
                 "run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(lcfg),
@@ -212,7 +211,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
             learner.fit_direct(data.training_frame())
             fitted = {"history": [], "best_epoch": 0, "best": valid_fn(learner)}
     selection = None
-    if getattr(learner, "adapt_grid", None):
+    if learner.adapt_grid:
         selection = select_adapt(learner, learner.adapt_grid, valid_fn, run.train.select)
         fitted["best"] = valid_fn(learner)
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
@@ -287,21 +286,6 @@ def cmd_evaluate(args, extra) -> None:
     res = _evaluator(run, prep)(learner, getattr(prep.data, args.part))
     print(f"{run.learner} on {run.dataset} scenarios, meta-{args.part}: {_fmt_metrics(res)}  ({res['tasks']} "
           "scenarios)")
-
-
-def parse_entry(entry: str) -> tuple[str, str, dict]:
-    """``[LABEL=]NAME[@key=value,key=value]`` -> (name, label, overrides)."""
-    head, at, rest = entry.partition("@")
-    label, eq, name = head.partition("=")
-    if not eq:
-        label, name = entry, head
-    own = {}
-    for kv in filter(None, rest.split(",")) if at else []:
-        if "=" not in kv:
-            raise MetarecError(f"learner entry {entry!r}: overrides look like NAME@learner.init=random,train.lr=1e-3")
-        k, v = kv.split("=", 1)
-        own[k] = v
-    return name, label, own
 
 
 def summary_table(results: list[dict], metrics=METRICS) -> str:
@@ -450,7 +434,7 @@ def plot_learning_process(proc: dict, path: Path, title: str) -> None:
 
 def cmd_trace(args, extra) -> None:
     learner, run = load_run(args.checkpoint)
-    if not hasattr(learner, "learning_trace"):
+    if type(learner).learning_trace is Learner.learning_trace:  # the declared hook's default: nothing to trace
         raise MetarecError(f"{run.learner} has no learning process to trace (s2meta has)")
     prep = prepare(run)
     proc = learning_process(learner, run, prep, args.scenario)

@@ -265,7 +265,8 @@ def test_learner_entries_name_their_preset(data_dir, tmp_path, capsys):
 
 
 def test_shipped_presets_are_valid_and_the_demo_labels_the_paper_row():
-    from metarec.commands import DEMO_LEARNERS, parse_learner_entry
+    from metarec.commands import DEMO_LEARNERS
+    from metarec.config import parse_entry
 
     store = load_store()
     for learner, presets in store.items():
@@ -275,7 +276,7 @@ def test_shipped_presets_are_valid_and_the_demo_labels_the_paper_row():
             assert run.preset == name and (name == "paper" or entry.get("command")), (learner, name)
     assert "melu@preset=paper" in DEMO_LEARNERS
     for entry in DEMO_LEARNERS:
-        name, _, own = parse_learner_entry(entry)
+        name, _, own = parse_entry(entry)
         pipeline.make_config(name, "ml-100k", "user-cold", 0, "explicit", {k: v for k, v in own.items()
                                                                            if k != "preset"},
                              preset=own.get("preset", AUTO))

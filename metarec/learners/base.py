@@ -46,6 +46,27 @@ class Learner(nn.Module):
         self.ctx = ctx
         self.config = config
 
+    # declared hooks (defaults here; the runners call them instead of probing with hasattr/getattr):
+    last_steps: float | None = None  # learners with a learned number of adaptation steps (s²Meta): the last mean
+
+    @property
+    def pooled(self) -> bool:
+        """Trained on pooled interactions (``config.train_mode == "pooled"``) instead of through adaptation."""
+        return getattr(self.config, "train_mode", "maml") == "pooled"
+
+    @property
+    def adapt_grid(self) -> dict:
+        """Adapt-time settings chosen on meta-valid after training (name -> values); {}: none (FT, EMCDR: steps
+        and rate)."""
+        return {}
+
+    def set_embeddings(self, users: Tensor, items: Tensor) -> None:
+        """The scenario protocol's pretrained user and item embeddings; default: unused."""
+
+    def learning_trace(self, support: TaskBatch) -> dict:
+        """The step-by-step learning process on one task (s²Meta's Figure 2); default: none to trace."""
+        raise MetarecError(f"{self.name} has no learning process to trace (s2meta has)")
+
     def fit_direct(self, train_inter) -> None:  # pragma: no cover - optional
         pass
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec import registry
-from metarec.config import apply_overrides
+from metarec.config import apply_overrides, parse_entry
 from metarec.errors import MetarecError
 
 # torch and the models are imported inside the functions: building the CLI parser stays cheap
@@ -225,7 +225,6 @@ def results_table(results: list[dict], metrics: tuple[str, ...] | None = None) -
 
 
 def cmd_seqrec(args, extra) -> None:
-    from metarec.commands import parse_learner_entry
     from metarec.config import parse_override_args
     from metarec.data.registry import load_dataset
     from metarec.io import code_version
@@ -233,7 +232,7 @@ def cmd_seqrec(args, extra) -> None:
 
     if args.merge:
         return _merge(args)
-    entries = [parse_learner_entry(e) for e in args.methods]
+    entries = [parse_entry(e) for e in args.methods]
     known = registry.names("sequential")
     unknown = [n for n, _, _ in entries if n not in known]
     if unknown:

@@ -16,7 +16,6 @@ from metarec.mf import MFConfig
 from metarec.scenario_run import (
     SCENARIO_LEARNERS,
     make_run,
-    parse_entry,
     pooled_tasks,
     prepare,
     run_scenario,
@@ -159,6 +158,8 @@ def test_pipeline_end_to_end(name, tmp_path):
 
 
 def test_entries_and_table():
+    from metarec.config import parse_entry
+
     assert parse_entry("s2meta") == ("s2meta", "s2meta", {})
     assert parse_entry("RandInit=s2meta@learner.init=random") == ("s2meta", "RandInit", {"learner.init": "random"})
     assert parse_entry("s2meta@learner.init=random")[1] == "s2meta@learner.init=random"
