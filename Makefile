@@ -24,10 +24,12 @@ setup-mml: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/metarec demo
 
-## The fast test suite (what CI runs): lint, the import contracts (pyproject.toml [tool.importlinter]), the tests.
+## The fast test suite (what CI runs): lint, the import contracts and the type check of the public API
+## (pyproject.toml [tool.importlinter], [tool.mypy]), the tests.
 test: $(STAMP)
 	$(BIN)/python -m ruff check metarec tests benchmarks studies
 	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 ## Everything, including the slow tests (ml-1m, longer training).

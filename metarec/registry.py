@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 
 from metarec.errors import MetarecError
 
+__all__ = ["RATING_STATES", "PROTOCOLS", "FAMILIES", "Impl", "Method", "METHODS", "resolve", "method", "names",
+           "for_protocol", "family_of"]
+
 RATING_STATES = ("warm", "user-cold", "item-cold", "user-item-cold")
 # protocol -> the family whose runner serves it
 PROTOCOLS: dict[str, str] = {**{p: "rating" for p in RATING_STATES}, "tasks": "rating", "warmup": "warmup",
@@ -96,9 +99,13 @@ _L = "metarec.learners."
 _MLP = (_L + "feature_mlp:FeatureMLP", _L + "feature_mlp:FeatureMLPConfig")
 _BIAS = _L + "baselines:BiasConfig"
 _SEQ = "metarec.seqrec."
-_DIRECT = dict(target=_SEQ + "command:run_direct", config=_SEQ + "methods:DirectConfig",
-               model=_SEQ + "methods:DirectSeq")
-_MML = dict(target=_SEQ + "mml:run_variant", config=_SEQ + "mml:MMLConfig", model=_SEQ + "mml:MMLModel")
+_MML = Impl(_SEQ + "mml:run_variant", _SEQ + "mml:MMLConfig", model=_SEQ + "mml:MMLModel")  # the variants: by name
+
+
+def _direct(default: dict | None = None) -> Impl:
+    """SASRec, GRU4Rec, Full, PT-FT: one network trained on the old users, its DirectConfig ``default``."""
+    return Impl(_SEQ + "command:run_direct", _SEQ + "methods:DirectConfig", default or {},
+                model=_SEQ + "methods:DirectSeq")
 
 
 def _rating(target, config, default=None, space=None):
@@ -117,7 +124,7 @@ _ENTRIES = [
            {"rating": Impl(*_MLP, {"train_mode": "pooled", "inner.steps": 5, "inner.lr": 1e-2,
                                    "inner.first_order": True},
                            {**_MAML_SPACE, "learner.inner.steps": ("int", 1, 10)}),
-            "sequential": Impl(**_DIRECT, default={"finetune.steps": 5})}),
+            "sequential": _direct({"finetune.steps": 5})}),
     Method("metasgd", "Meta-SGD (Li et al. 2017) on the MeLU network: MAML with a learned inner rate per parameter "
            "entry", _rating(*_MLP, {"inner.steps": 1, "inner.lr": 1e-3, "inner.first_order": False,
                                     "inner.learn_lr": "per_param"}, _MAML_SPACE)),
@@ -178,11 +185,11 @@ _ENTRIES = [
            {"scenario": Impl(_L + "emcdr:EMCDR", _L + "emcdr:EMCDRConfig")}),
     # ---- sequential family (MML's protocol, Table 2)
     Method("sasrec", "SASRec trained on the old users' sequences (BPR), no adaptation",
-           {"sequential": Impl(**_DIRECT)}),
+           {"sequential": _direct()}),
     Method("gru4rec", "GRU4Rec (item embeddings) trained on the old users' sequences (BPR), no adaptation",
-           {"sequential": Impl(**_DIRECT, default={"net": "gru4rec"})}),
+           {"sequential": _direct({"net": "gru4rec"})}),
     Method("full", "Full retrain: SASRec on the old users' sequences plus the new users' warm-up sequences",
-           {"sequential": Impl(**_DIRECT, default={"with_supports": True})}),
+           {"sequential": _direct({"with_supports": True})}),
     Method("sml", "SML (SIGIR'20): sequential meta-learning retraining of SASRec with a CNN transfer network over "
            "time periods", {"sequential": Impl(_SEQ + "command:run_sml", _SEQ + "sml:SMLConfig",
                                               model=_SEQ + "sml:SML")}),
@@ -190,17 +197,17 @@ _ENTRIES = [
            "initialisation of the prediction layer",
            {"sequential": Impl(_SEQ + "command:run_cbml", _SEQ + "cbml:CBMLConfig", model=_SEQ + "cbml:CBML")}),
     Method("mml", "MML (CIKM'22): ID learner with feature-aware attention + text/image learners, fusion, generator",
-           {"sequential": Impl(**_MML)}),
+           {"sequential": _MML}),
     Method("mml-nogen", "MML without the item embedding generator (new items keep random ID embeddings; Table 4)",
-           {"sequential": Impl(**_MML)}),
+           {"sequential": _MML}),
     Method("mml-nofusion", "MML with the average of the learners' normalised scores instead of the fusion layer "
-           "(Table 4)", {"sequential": Impl(**_MML)}),
+           "(Table 4)", {"sequential": _MML}),
     Method("mml-main", "MML's main (ID, feature-aware) learner alone, with the generator",
-           {"sequential": Impl(**_MML)}),
+           {"sequential": _MML}),
     Method("mml-id", "MML_ID: ID-only MAML over SASRec (no modality: vanilla attention, no auxiliary learner, no "
-           "generator)", {"sequential": Impl(**_MML)}),
+           "generator)", {"sequential": _MML}),
     Method("ptft-mml", "PT-FT with the MML network: plain training on every prefix, fine-tuning on the support",
-           {"sequential": Impl(**_MML)}),
+           {"sequential": _MML}),
 ]
 
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}

@@ -35,6 +35,7 @@ layout back as (u, i, i⁻) triples.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -295,7 +296,7 @@ def evaluate_scenarios(learner, tasks: list[Task], train_codes: np.ndarray, ks=(
             ranks = M.ranks_from_scores(s, positives, exclude)
             per[int(j)] = {f"{name}@{k}": M.RANKING_METRICS[name](ranks, positives, k)
                            for name in ("recall", "ndcg") for k in ks}
-    out = {}
+    out: dict[str, Any] = {}
     for key in per[0]:
         out[key] = float(np.mean([M.mean_ignore_nan(per[j][key]) for j in range(len(tasks))]))
     for key in per[0]:

@@ -31,6 +31,8 @@ import pandas as pd
 from metarec.data.types import Dataset
 from metarec.errors import MetarecError
 
+__all__ = ["PROTOCOLS", "SPLIT_BY", "SplitConfig", "Split", "make_split"]
+
 PROTOCOLS = ("warm", "user-cold", "item-cold", "user-item-cold")
 SPLIT_BY = ("time", "random")
 

@@ -32,6 +32,8 @@ from metarec.data.types import Dataset
 from metarec.errors import MetarecError
 from metarec.tasks import Task
 
+__all__ = ["PARTS", "SETS", "COLUMNS", "TaskFileSplit", "read_task_file", "task_file_split", "write_task_file"]
+
 PARTS = ("train", "valid", "test")
 SETS = ("support", "query", "log")
 COLUMNS = ("part", "owner", "item", "rating", "set")
@@ -218,7 +220,7 @@ def write_task_file(path: str | Path, ds: Dataset, parts: dict[str, list[Task]],
             tasks.append({"part": p, "owner": uid[t.owner],
                           "support": [[iid[i], float(r)] for i, r in zip(t.s_item, t.s_rating, strict=True)],
                           "query": [[iid[i], float(r)] for i, r in zip(t.q_item, t.q_rating, strict=True)]})
-    blob = {"dataset": ds.name, "tasks": tasks}
+    blob: dict[str, object] = {"dataset": ds.name, "tasks": tasks}
     if train_log is not None:
         held = {(int(u), int(i)) for t in parts.get("train", []) for u, i in
                 zip(np.r_[t.s_user, t.q_user], np.r_[t.s_item, t.q_item], strict=True)}

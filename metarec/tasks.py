@@ -22,6 +22,10 @@ from tqdm.auto import tqdm
 
 from metarec.errors import MetarecError
 
+__all__ = ["TASK_KINDS", "CODE_STRIDE", "TaskConfig", "Task", "TaskBatch", "build_tasks", "build_time_tasks",
+           "build_sequence_tasks", "scenarios_by_attribute", "build_scenario_tasks", "known_codes",
+           "sample_negatives", "member_of_sorted", "add_negatives", "collate", "task_stats"]
+
 TASK_KINDS = ("user", "item", "time", "sequence", "scenario")
 
 
@@ -164,7 +168,7 @@ def scenarios_by_attribute(items: pd.DataFrame, attribute: str = "genres", min_i
             keys.append(col.fillna("unknown").astype(str).map(lambda v: [v]))
     groups: dict[str, list[int]] = {}
     for idx, vals in enumerate(zip(*keys, strict=True)):
-        combos = [[]]
+        combos: list[list[str]] = [[]]
         for vs in vals:
             combos = [c + [v] for c in combos for v in vs if v]
         for c in combos:

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+__all__ = ["InnerConfig", "expand_fast", "batched_call", "masked_task_loss", "sgd_step", "inner_loop"]
+
 
 @dataclass(frozen=True)
 class InnerConfig:

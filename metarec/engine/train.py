@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from tqdm.auto import tqdm
 from metarec.errors import MetarecError
 from metarec.io import load_torch, plain, save_torch
 from metarec.tasks import Task, collate
+
+__all__ = ["TrainConfig", "run_identity", "fingerprint", "identity_diff", "lower_is_better", "fit"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def _recorded_identity(ck: dict) -> dict:
 def _flat(d, prefix: str = "") -> dict:
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
@@ -83,6 +86,10 @@ def identity_diff(old: dict, new: dict, limit: int = 6) -> str:
 
 def lower_is_better(metric: str) -> bool:
     return metric in ("mae", "rmse", "loss", "logloss")
+
+
+def _meta_loss(model: Any, batch: Any) -> torch.Tensor:
+    return model.meta_loss(batch)
 
 
 def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cfg: TrainConfig,
@@ -114,12 +121,12 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     if not train_tasks:
         raise MetarecError("no training tasks")
     torch.manual_seed(cfg.seed)
-    batch_loss = batch_loss or (lambda model, batch: model.meta_loss(batch))
+    batch_loss = batch_loss or _meta_loss
     params = [p for p in (params if params is not None else learner.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sign = 1.0 if lower_is_better(cfg.select) else -1.0
-    state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0, "history": [],
-             "seconds": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0,
+                             "history": [], "seconds": 0.0}
     ident = run_identity(cfg, identity)
     if checkpoint is not None and restart:
         Path(checkpoint).unlink(missing_ok=True)

@@ -17,6 +17,8 @@ import torch
 from metarec.evaluation import metrics as M
 from metarec.tasks import Task, collate
 
+__all__ = ["evaluate_rating", "evaluate_ranking"]
+
 
 def _batches(tasks: list[Task], size: int):
     for i in range(0, len(tasks), size):
@@ -31,7 +33,8 @@ def evaluate_rating(learner, tasks: list[Task], batch_size: int = 64, ks=(1, 3, 
     tables cannot confuse them. An unknown ``ndcg_gain`` raises ``MetarecError`` before any task is run."""
     names = {k: M.query_ndcg_name(k, ndcg_gain) for k in ks}
     learner.eval()
-    preds, trues, ndcg = [], [], {k: [] for k in ks}
+    preds, trues = [], []
+    ndcg: dict[int, list[np.ndarray]] = {k: [] for k in ks}
     for b in _batches(tasks, batch_size):
         pred = learner.adapt(b).score(b.q_user, b.q_item).numpy()  # (B, Q)
         true, mask = b.q_rating.numpy(), b.q_mask.numpy()

@@ -194,7 +194,7 @@ def _hits(ranks, positives, k) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]
     return r, pos, hit, k
 
 
-def _nan_where_no_positive(values: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
+def _nan_where_no_positive(values, n_pos: np.ndarray) -> np.ndarray:
     return np.where(n_pos > 0, values, np.nan)
 
 
