@@ -149,7 +149,7 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     res = run_method(name, seq_data, 0, tmp_path / "run", False, over, {})
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0
     method, extra = load_seq_method(tmp_path / "run" / "model.pt")
-    assert extra["method"] == name
+    assert extra["method"] == name and method.name == name
     assert evaluate_seq(method, seq_data.test, seq_data.n_items) == res["test"]
     twice = run_method(name, seq_data, 0, None, False, over, {})
     assert twice["test"] == res["test"]

@@ -114,6 +114,7 @@ def run_direct(name: str, data, seed: int, out_dir=None, progress=True, override
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     method = DirectSeq(data.n_items, cfg)
+    method.name = name  # the registry entry (sasrec, gru4rec, full, ptft) it saves and loads under
     tasks = method.train_tasks(data)
     method.pool = _train_pool(tasks)
     key = repr(("direct", asdict(replace(cfg, finetune=FinetuneConfig(), seed=0)), asdict(tcfg), data.config,
@@ -154,6 +155,7 @@ def run_cbml(name: str, data, seed: int, out_dir=None, progress=True, overrides=
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     method = CBML(data.n_items, cfg, pool=_train_pool(data.train), attrs=attrs)
+    method.name = name
     fitted = fit_seq(method, data.train, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
                      identity=_identity("cbml", cfg, data, out_dir))
     return _finish("cbml", seed, method, data, fitted, t0, out_dir, cfg)
@@ -181,6 +183,7 @@ def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=N
     early = df[np.searchsorted(edges, df["timestamp"].to_numpy(), side="right") < cfg.pretrain_periods]
     pre_tasks = window_tasks(early, data.config)
     method = SML(data.n_items, cfg, pool=_train_pool(data.train))
+    method.name = name
     fitted = fit_seq(method, pre_tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
                      params=method.net.parameters(), identity=_identity("sml", cfg, data, out_dir))
     log = method.sequential_train(periods, progress=progress)

@@ -79,7 +79,7 @@ def load_seq_method(path: Path) -> tuple[SeqMethod, dict]:
         impl = _registered_impl(blob)
         cls, cfg_cls = registry.resolve(impl.model), impl.config_cls()
         method = cls(blob["n_items"], config_from_dict(cfg_cls, blob["config"]), pool=blob["state"]["pool"])
-        method.name = blob["name"]
+        method.name = blob["name"] or (blob.get("extra") or {}).get("method", "")  # older files: "" for DirectSeq
         method.load_state_dict(blob["state"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise MetarecError(f"{path}: not a metarec sequence model file ({type(e).__name__}: "
