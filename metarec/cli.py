@@ -243,11 +243,13 @@ def route(argv: list[str]) -> list[str]:
     family = registry.PROTOCOLS.get(proto or "")
     if family in (None, "rating"):
         return argv  # the rating runner (an unknown protocol stops there with the list)
+    if cmd == "evaluate":  # the model file says its family
+        if family == "warmup":
+            raise MetarecError("the warmup protocol evaluates within its run (`metarec compare --protocol warmup`); "
+                               "it saves no model to evaluate again")
+        return ["evaluate", *rest]
     if family == "scenario":
         return ["scenario", cmd, *rest]
-    if cmd == "evaluate":
-        raise MetarecError(f"the {proto} protocol evaluates within its run (`metarec compare --protocol {proto}`); "
-                           "a saved model of it has no separate evaluate command")
     if cmd == "merge":
         if family == "warmup":
             raise MetarecError("warm-up records have no merge command: run the seeds in one `compare --protocol "

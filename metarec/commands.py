@@ -123,6 +123,11 @@ def cmd_evaluate(args, extra) -> None:
         path = path / "model.pt"
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
+    from metarec.io import load_torch
+
+    blob = load_torch(path, "model")  # weights_only: a model file cannot run code
+    if isinstance(blob, dict) and "learner" not in blob and "n_items" in blob:  # a sequence model
+        return _evaluate_sequential(path, args)
     learner, extra_info = load_learner(path)  # one-line MetarecError for anything but a metarec model file
     rc = extra_info.get("run_config") if isinstance(extra_info, dict) else None
     if isinstance(rc, dict) and "scenarios" in rc:  # a scenario model: its family's evaluation
@@ -147,6 +152,33 @@ def cmd_evaluate(args, extra) -> None:
         res = evaluator(run, prep)(learner, getattr(prep, args.part))
     print(f"{run.learner} on {run.dataset} {run.split.protocol} ({run.view}), meta-{args.part}:")
     print("  ".join(f"{k} {v:.4f}" for k, v in res.items() if k != "tasks") + f"  ({res['tasks']} tasks)")
+    if args.json:
+        print(json.dumps(res))
+
+
+def _evaluate_sequential(path: Path, args) -> None:
+    """A model of the sequential protocol, on the protocol rebuilt from what the model file records."""
+    from metarec.config import config_from_dict
+    from metarec.data.registry import load_dataset
+    from metarec.seqrec.evaluate import evaluate_seq
+    from metarec.seqrec.methods import load_seq_method
+    from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
+
+    method, info = load_seq_method(path)
+    if not isinstance(info.get("protocol"), dict) or not info.get("dataset"):
+        raise MetarecError(f"{path}: the model file records no protocol to evaluate it on")
+    dataset = args.dataset or info["dataset"]
+    try:
+        pcfg = config_from_dict(SeqProtocolConfig, info["protocol"])
+    except TypeError as e:
+        raise MetarecError(f"{path}: its protocol config is not one of this version ({e})") from None
+    data = make_seq_protocol(load_dataset(dataset), pcfg)
+    if data.n_items != method.n_items:
+        raise MetarecError(f"{path}: the model has {method.n_items} items, {dataset} has {data.n_items}: another "
+                           "dataset (give the one it was trained on with --dataset)")
+    res = evaluate_seq(method, getattr(data, args.part), data.n_items)
+    print(f"{info.get('method', method.name)} on {dataset} sequential, meta-{args.part}:")
+    print("  ".join(f"{k} {v:.4f}" for k, v in res.items() if isinstance(v, float)))
     if args.json:
         print(json.dumps(res))
 
@@ -408,12 +440,16 @@ def register(sub) -> None:
                    help="discard OUT's checkpoint and train from scratch (default: resume it if its settings match)")
     s.set_defaults(func=cmd_train, takes_overrides=True)
 
-    s = sub.add_parser("evaluate", help="evaluate a saved model on its split's meta-test (or -valid) tasks")
-    s.add_argument("checkpoint", help="a model.pt written by `metarec train` (or its directory)")
+    s = sub.add_parser("evaluate", help="evaluate a saved model (rating, scenario or sequential) on its meta-test "
+                       "(or -valid) tasks")
+    s.add_argument("checkpoint", help="a model.pt written by `metarec train` or `compare --protocol P` (or its "
+                   "directory)")
     s.add_argument("--part", default="test", choices=["test", "valid"])
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.add_argument("--allow-changed-data", action="store_true",
                    help="evaluate even if the data's fingerprint differs from the one recorded at training")
+    s.add_argument("--dataset", help="a sequence model: the dataset to rebuild its protocol on (default: the one "
+                   "its file records; needed for a dataset given as a path)")
     s.set_defaults(func=cmd_evaluate, takes_overrides=False)
 
     s = sub.add_parser("compare", help="several learners over several seeds; markdown table + JSON",

@@ -138,7 +138,7 @@ def test_one_grammar_routes_every_family_to_its_runner():
 
 @pytest.mark.parametrize("argv, text", [
     (["train", "--protocol", "warmup"], "needs --learner"),
-    (["evaluate", "--protocol", "sequential", "x"], "evaluates within its run"),
+    (["evaluate", "--protocol", "warmup", "x"], "evaluates within its run"),
     (["compare", "--protocol", "nope"], "unknown protocol 'nope'"),
     (["train", "--learner", "sasrec"], "use --protocol sequential"),
 ])

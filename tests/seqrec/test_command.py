@@ -69,3 +69,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--train.epochs=abc"]) == 2
     assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--bogus.x=1"]) == 2
     assert main(["seqrec", "--dataset", d, *ARGS, "--methods", "sasrec", "--n-support", "1"]) == 2
+
+
+def test_a_saved_sequence_model_evaluates_to_its_numbers(tmp_path, capsys):
+    d = _tiny_dir(tmp_path)
+    runs = tmp_path / "runs"
+    args = ["compare", "--protocol", "sequential", "--dataset", d, "--learners", "sasrec", *ARGS, "--runs-dir",
+            str(runs), "--out", str(tmp_path / "t")]
+    assert main(args) == 0
+    want = json.loads((tmp_path / "t.json").read_text())["results"][0]["test"]
+    (model,) = runs.rglob("model.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--dataset", d, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got == want
+    assert main(["evaluate", str(model.parent)]) == 2  # the dataset the file records ("tiny") is not a built-in
