@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["InnerConfig", "expand_fast", "batched_call", "masked_task_loss", "sgd_step", "inner_loop"]
+__all__ = ["InnerConfig", "expand_fast", "batched_call", "masked_task_loss", "sgd_step", "sgd_step_unfused",
+           "UpdateRule", "ORDERS", "inner_loop"]
 
 
 @dataclass(frozen=True)
@@ -71,36 +72,75 @@ def sgd_step(w: Tensor, g: Tensor, lr: float | Tensor) -> Tensor:
     return torch.add(w, g, alpha=-lr) if isinstance(lr, float | int) else w - lr * g
 
 
+def sgd_step_unfused(w: Tensor, g: Tensor, lr: float | Tensor) -> Tensor:
+    """``w - lr * g`` in two ops (the product rounded first): the arithmetic of the test-time fine-tuning loops
+    (s²Meta's FT, EMCDR, the DeepFM warm-up), kept so that their numbers stay bit for bit what they were."""
+    return w - lr * g
+
+
+# an update rule: (w, g, lr) -> the updated w; lr is the loop's rate for that name (a number or a tensor)
+UpdateRule = Callable[[Tensor, Tensor, "float | Tensor"], Tensor]
+ORDERS = ("second", "first", "none")
+
+
 def inner_loop(
-    module: nn.Module,
+    module: nn.Module | None,
     fast: dict[str, Tensor],
-    support_loss: Callable[[dict[str, Tensor]], Tensor],
+    support_loss: Callable[..., Tensor],
     steps: int,
     lr: float | Tensor | Mapping[str, Tensor],
     first_order: bool = False,
+    *,
+    order: str | None = None,
+    update: UpdateRule = sgd_step,
+    step_arg: bool = False,
+    on_step: Callable[[int, Tensor, dict[str, Tensor]], None] | None = None,
+    retain_graph: bool = False,
 ) -> dict[str, Tensor]:
-    """``steps`` SGD steps on every task at once; returns the adapted fast weights (name -> (B, ...)).
+    """``steps`` updates of every task at once; returns the adapted fast weights (name -> (B, ...)).
 
-    ``support_loss(fast) -> (B,)`` is each task's support loss under fast weights ``fast``. ``lr`` is a
-    float, a learnable scalar tensor, or a dict of per-parameter learnable tensors shaped like the
-    parameters (Meta-SGD). Runs under ``enable_grad`` so evaluation can adapt inside ``no_grad``.
+    ``support_loss(fast) -> (B,)`` (``support_loss(fast, step)`` with ``step_arg``) is each task's support loss
+    under fast weights ``fast``. ``lr`` is a float, a learnable scalar tensor, or a dict of per-parameter
+    learnable tensors shaped like the parameters (Meta-SGD). Runs under ``enable_grad`` so evaluation can adapt
+    inside ``no_grad``.
+
+    The gradient order and the update rule are arguments, not copies of the loop:
+    ``order`` "second" (``create_graph``: true second order, MAML), "first" (the gradients are constants; the
+    meta-gradient flows through the identity path of the updates, FOMAML) or "none" (every step starts from
+    detached leaves and the result is detached: test-time fine-tuning that nothing back-propagates through);
+    default "first" if ``first_order`` else "second". ``update(w, g, lr)`` is the rule (default SGD,
+    :func:`sgd_step`). ``on_step(step, loss, grads)`` sees each step's (B,) support losses and gradients (MAMO
+    keeps the first step's user gradients, the DeepFM warm-up its first losses). ``retain_graph`` keeps each
+    step's graph in first order (a caller that back-propagates through a recorded loss later).
     """
+    order = order or ("first" if first_order else "second")
+    if order not in ORDERS:
+        raise ValueError(f"unknown gradient order {order!r}: choose one of {', '.join(ORDERS)}")
     names = list(fast)
     outer_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        if not outer_graph:
+        if not outer_graph or order == "none":
             # called under no_grad (evaluation, serving): views made there are not graph nodes, so start
             # the inner graph from fresh leaves; nothing flows back to the initialisation anyway.
             fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
-        for _ in range(steps):
-            loss = support_loss(fast)  # (B,)
-            grads = torch.autograd.grad(loss.sum(), [fast[k] for k in names], create_graph=not first_order,
+        else:  # a tensor outside the outer graph (a buffer, a constant) cannot carry a meta-gradient: a leaf
+            fast = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in fast.items()}
+        for step in range(steps):
+            if order == "none" and step:
+                fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
+            loss = support_loss(fast, step) if step_arg else support_loss(fast)  # (B,)
+            grads = torch.autograd.grad(loss.sum(), [fast[k] for k in names], create_graph=order == "second",
+                                        retain_graph=True if retain_graph and order == "first" else None,
                                         allow_unused=True)
+            if on_step is not None:
+                on_step(step, loss, {k: g for k, g in zip(names, grads, strict=True) if g is not None})
             new = {}
             for k, g in zip(names, grads, strict=True):
                 if g is None:
                     new[k] = fast[k]
                     continue
-                new[k] = sgd_step(fast[k], g, lr[k] if isinstance(lr, Mapping) else lr)
+                new[k] = update(fast[k], g, lr[k] if isinstance(lr, Mapping) else lr)
             fast = new
+    if order == "none":
+        fast = {k: v.detach() for k, v in fast.items()}
     return fast

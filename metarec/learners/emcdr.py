@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarec.engine.inner import inner_loop, sgd_step_unfused
 from metarec.learners.base import Adapted, Context, Learner
 from metarec.tasks import TaskBatch
 
@@ -109,15 +110,14 @@ class EMCDR(Learner):
         """Each scenario's mapping MLP fitted to (source, target) factor pairs: src, target (B, U, d), mask (B, U)."""
         cfg = self.config
         m = mask.to(src.dtype)
-        p = self._mapping_init(len(src))
-        for _ in range(cfg.steps):
-            with torch.enable_grad():
-                p = {k: v.detach().requires_grad_(True) for k, v in p.items()}
-                err = ((self._map(p, src) - target) ** 2).sum(-1)  # (B, U)
-                loss = (err * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B,)
-                grads = torch.autograd.grad(loss.sum(), list(p.values()))
-            p = {k: (v - cfg.lr * g).detach() for (k, v), g in zip(p.items(), grads, strict=True)}
-        return p
+
+        def loss(p):  # (B,) each scenario's mean squared mapping error over its users
+            err = ((self._map(p, src) - target) ** 2).sum(-1)  # (B, U)
+            return (err * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+        # full-batch gradient descent per scenario: the engine's loop, nothing back-propagates through it
+        return inner_loop(None, self._mapping_init(len(src)), loss, cfg.steps, cfg.lr, order="none",
+                          update=sgd_step_unfused)
 
     def adapt(self, support: TaskBatch) -> Adapted:
         users, mask, target = self.target_factors(support)  # (B, U), (B, U), (B, U, d)

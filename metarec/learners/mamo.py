@@ -17,8 +17,9 @@ a task-specific *initialisation*, read from two memories:
 
 The local update is ``steps`` full-batch SGD steps on the support loss over all per-task parameters
 (theta_u, theta_i, theta_r, the memory layer included), vectorised over the meta-batch with per-task weights
-(B, out, in) in batched matmuls and one ``autograd.grad`` of the summed task losses (``masked_task_loss``,
-``sgd_step`` of the engine); second order by default (the paper's MAML formulation), ``inner.first_order``
+(B, out, in) in batched matmuls: the engine's ``inner_loop`` over them (one ``autograd.grad`` of the summed
+task losses per step, ``masked_task_loss``, SGD; an ``on_step`` hook keeps the first step's user gradients for
+the memory); second order by default (the paper's MAML formulation), ``inner.first_order``
 for FOMAML. The global parameters (phi_u, phi_i, phi_r and the field embeddings) learn in the outer loop
 ``fit()`` from the query loss; the attention carries the gradient back to the field embeddings.
 
@@ -62,7 +63,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metarec.engine.inner import InnerConfig, masked_task_loss, sgd_step
+from metarec.engine.inner import InnerConfig, inner_loop, masked_task_loss
 from metarec.learners.base import Adapted, Context, Learner
 from metarec.learners.feature_mlp import FeatureEncoder
 from metarec.tasks import TaskBatch
@@ -198,20 +199,15 @@ class MAMO(Learner):
         """``inner.steps`` SGD steps on each task's support loss (xu (B, S, Du), xi (B, S, Di), y/mask (B, S)).
         Returns the adapted weights and, if asked, the first step's gradient w.r.t. theta_u (detached)."""
         cfg = self.config.inner
-        names = list(fast)
-        outer_graph = torch.is_grad_enabled()
-        user_grad = None
-        with torch.enable_grad():
-            if not outer_graph:  # evaluation under no_grad: fresh leaves, as in the engine's inner_loop
-                fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
-            for step in range(cfg.steps):
-                loss = masked_task_loss(self._forward(fast, xu, xi), y, mask, self.loss_kind)  # (B,)
-                grads = torch.autograd.grad(loss.sum(), [fast[k] for k in names], create_graph=not first_order)
-                grads = dict(zip(names, grads, strict=True))
-                if step == 0 and want_user_grad:
-                    user_grad = {k: grads[k].detach() for k in self.user_names}
-                fast = {k: sgd_step(fast[k], grads[k], cfg.lr) for k in names}
-        return fast, user_grad
+        kept: dict = {}
+
+        def keep_user_grad(step, loss, grads):  # the first step's gradient w.r.t. theta_u (the memory's key)
+            if step == 0 and want_user_grad:
+                kept.update({k: grads[k].detach() for k in self.user_names})
+
+        fast = inner_loop(None, fast, lambda f: masked_task_loss(self._forward(f, xu, xi), y, mask, self.loss_kind),
+                          cfg.steps, cfg.lr, first_order, on_step=keep_user_grad)
+        return fast, (kept or None) if want_user_grad else None
 
     # --- the learner verbs --------------------------------------------------------------------------------
     def meta_loss(self, batch: TaskBatch) -> Tensor:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
+from metarec.engine.inner import inner_loop, sgd_step_unfused
 from metarec.errors import MetarecError
 from metarec.learners.base import Adapted, Context
 from metarec.learners.s2meta import ARCHS, ScenarioRecommender, default_init
@@ -76,11 +76,7 @@ class ScenarioFT(ScenarioRecommender):
         cfg = self.config
         K = _negatives_per_positive(support.s_rating, support.s_mask)
         u, i, j, m = split_triples(support.s_user, support.s_item, support.s_rating, support.s_mask, K)
-        theta = {k: v.detach().clone() for k, v in self._theta(len(support)).items()}
-        for t in range(cfg.steps):
-            with torch.enable_grad():
-                th = {k: v.requires_grad_(True) for k, v in theta.items()}
-                loss = self._hinge(th, u, i, j[:, :, t % K], m)  # (B,)
-                grads = torch.autograd.grad(loss.sum(), list(th.values()))
-            theta = {k: (v - cfg.lr * g).detach() for (k, v), g in zip(th.items(), grads, strict=True)}
+        # the engine's loop, test-time only (order "none"); step t pairs each positive with its t-th negative
+        theta = inner_loop(None, self._theta(len(support)), lambda th, t: self._hinge(th, u, i, j[:, :, t % K], m),
+                           cfg.steps, cfg.lr, order="none", update=sgd_step_unfused, step_arg=True)
         return self.adapted_from(theta, support.owner)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from metarec.engine.inner import masked_task_loss
+from metarec.engine.inner import ORDERS, inner_loop, masked_task_loss, sgd_step_unfused
 from metarec.errors import MetarecError
 from metarec.nets.context import Context
 from metarec.nets.mlp import mlp
@@ -202,22 +202,24 @@ def sgd_update(backbone: DeepFM, raw: Tensor, effective: Callable[[Tensor], Tens
     ``raw`` but its gradients are constants: first order) or "second" (``create_graph``: true second order).
     Returns the updated ``raw`` and the (B,) losses before the first step.
     """
-    if graph not in ("none", "first", "second"):
+    if graph not in ORDERS:
         raise ValueError(f"unknown graph mode {graph!r}")
-    first_loss = None
-    with torch.enable_grad():
-        if graph == "none" or not raw.requires_grad:  # evaluation, or called under no_grad: a fresh leaf
-            raw = raw.detach().requires_grad_(True)
-        for _ in range(update.steps):
-            loss = backbone.item_loss(effective(raw), users, items, labels, mask)  # (B,)
-            if first_loss is None:
-                first_loss = loss
-            (g,) = torch.autograd.grad(loss.sum(), raw, create_graph=graph == "second", retain_graph=graph != "none")
-            raw = raw - update.lr * g
-            if graph == "none":
-                raw = raw.detach().requires_grad_(True)
-    if first_loss is None:
-        first_loss = backbone.item_loss(effective(raw), users, items, labels, mask)
+    kept: list[Tensor] = []
+
+    def keep_first_loss(step, loss, grads):  # the losses before the first step (MWUF's and MetaEmb's cold loss)
+        if step == 0:
+            kept.append(loss)
+
+    # the engine's loop over the (B, d) ID parameters; its graph kept in first order: the caller back-propagates
+    # through the recorded first losses
+    fast = inner_loop(None, {"raw": raw}, lambda f: backbone.item_loss(effective(f["raw"]), users, items, labels,
+                                                                        mask),
+                      update.steps, update.lr, order=graph, update=sgd_step_unfused, on_step=keep_first_loss,
+                      retain_graph=True)
+    raw = fast["raw"]
+    if not kept:  # no step: the loss of the parameters as they are
+        kept.append(backbone.item_loss(effective(raw), users, items, labels, mask))
+    first_loss = kept[0]
     if graph == "none":
-        raw, first_loss = raw.detach(), first_loss.detach()
+        first_loss = first_loss.detach()
     return raw, first_loss
