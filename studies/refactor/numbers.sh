@@ -12,19 +12,19 @@ mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 if [ -z "$NEW" ]; then
   $B demo > "$OUT/demo.txt"
-  $B compare --dataset ml-100k --learners melu bias foldin --seeds 0 --train.epochs=2 --quiet --out "$OUT/rating"
+  $B compare --dataset ml-100k --learners melu bias foldin mamo --seeds 0 --train.epochs=2 --quiet --out "$OUT/rating"
   $B warmup --dataset ml-100k --methods base mean metaemb mwuf --seeds 0 --train.epochs=1 --quiet --out "$OUT/warmup"
-  $B scenario compare --dataset ml-100k --learners s2meta scenario-ft scenario-itempop --seeds 0 --train.epochs=1 \
+  $B scenario compare --dataset ml-100k --learners s2meta scenario-ft scenario-itempop emcdr --seeds 0 --train.epochs=1 \
      --quiet --out "$OUT/scenario"
   $B seqrec --dataset ml-100k --methods sasrec ptft cbml mml-id --seeds 0 --quick --runs-dir '' --brief-json --quiet \
      --out "$OUT/seqrec"
 else
   $B demo > "$OUT/demo.txt"
-  $B compare --protocol user-cold --dataset ml-100k --learners melu bias foldin --seeds 0 --train.epochs=2 --quiet \
+  $B compare --protocol user-cold --dataset ml-100k --learners melu bias foldin mamo --seeds 0 --train.epochs=2 --quiet \
      --out "$OUT/rating"
   $B compare --protocol warmup --dataset ml-100k --learners base mean metaemb mwuf --seeds 0 --train.epochs=1 \
      --quiet --out "$OUT/warmup"
-  $B compare --protocol scenario --dataset ml-100k --learners s2meta scenario-ft scenario-itempop --seeds 0 \
+  $B compare --protocol scenario --dataset ml-100k --learners s2meta scenario-ft scenario-itempop emcdr --seeds 0 \
      --train.epochs=1 --quiet --out "$OUT/scenario"
   $B compare --protocol sequential --dataset ml-100k --learners sasrec ptft cbml mml-id --seeds 0 --quick \
      --runs-dir '' --brief-json --quiet --out "$OUT/seqrec"
