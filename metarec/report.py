@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from metarec.data.types import Dataset
@@ -15,6 +17,23 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in cells)])
+
+
+def mean_std_rows(results: list[dict], label: Callable[[dict], str], columns: Sequence[str],
+                  value: Callable[[dict, str], float], order: Sequence[str] | None = None) -> list[tuple[list, list]]:
+    """The one "mean ± std over seeds" table body of every family: per label (``order``, else first-seen order of
+    ``label(r)``) the cells ``[label, seeds, "mean ± std" of value(r, c) for each column]`` with that label's
+    results, for the caller to add its own columns (tasks, train seconds, ...)."""
+    labels = list(order) if order is not None else list(dict.fromkeys(label(r) for r in results))
+    out = []
+    for name in labels:
+        rs = [r for r in results if label(r) == name]
+        cells: list = [name, len(rs)]
+        for c in columns:
+            v = np.array([value(r, c) for r in rs], dtype=float)
+            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+        out.append((cells, rs))
+    return out
 
 
 def _fmt(c) -> str:
@@ -42,15 +61,7 @@ def split_rows(ds: Dataset, split: Split, task_cfg: TaskConfig) -> tuple[list[st
 def compare_table(results: list[dict], part: str = "test") -> str:
     """Mean ± std over seeds of each learner's ``part`` metrics, "test" (meta-test) or "valid" (meta-valid, the
     selection data) (rows: learners in first-seen order)."""
-    learners = list(dict.fromkeys(r.get("label", r["learner"]) for r in results))
     metrics = [k for k in results[0][part] if k not in ("tasks", "epoch", "train_loss")]
-    rows = []
-    for name in learners:
-        rs = [r for r in results if r.get("label", r["learner"]) == name]
-        cells = [name, len(rs)]
-        for m in metrics:
-            v = np.array([r[part][m] for r in rs], dtype=float)
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-        cells.append(rs[0][part]["tasks"])
-        rows.append(cells)
+    rows = [[*cells, rs[0][part]["tasks"]] for cells, rs in
+            mean_std_rows(results, lambda r: r.get("label", r["learner"]), metrics, lambda r, m: r[part][m])]
     return markdown_table(["learner", "seeds", *metrics, f"{part} tasks"], rows)

@@ -41,7 +41,7 @@ from metarec.io import code_version, read_record, record_codes, write_json, writ
 from metarec.learners.base import Context, Learner, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.mf import MFConfig, pretrained_embeddings
-from metarec.report import markdown_table
+from metarec.report import markdown_table, mean_std_rows
 from metarec.scenarios import ScenarioConfig, ScenarioData, evaluate_scenarios, prepare_scenarios
 from metarec.tasks import Task, sample_negatives
 
@@ -289,18 +289,11 @@ def cmd_evaluate(args, extra) -> None:
 
 
 def summary_table(results: list[dict], metrics=METRICS) -> str:
-    labels = list(dict.fromkeys(r["label"] for r in results))
     rows = []
-    for lab in labels:
-        rs = [r for r in results if r["label"] == lab]
-        cells = [lab, len(rs)]
-        for m in metrics:
-            v = np.array([r["test"][m] for r in rs])
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+    for cells, rs in mean_std_rows(results, lambda r: r["label"], metrics, lambda r, m: r["test"][m]):
         steps = [r["test"]["inner_steps"] for r in rs if "inner_steps" in r["test"]]
-        cells.append(f"{np.mean(steps):.1f}" if steps else "")
-        cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
-        rows.append(cells)
+        rows.append([*cells, f"{np.mean(steps):.1f}" if steps else "",
+                     f"{np.mean([r['train_seconds'] for r in rs]):.0f}"])
     return markdown_table(["method", "seeds", *metrics, "inner steps", "train s"], rows)
 
 

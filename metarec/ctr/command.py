@@ -11,7 +11,6 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from metarec.errors import MetarecError
@@ -70,18 +69,12 @@ def cmd_warmup(args, extra) -> None:
 def warmup_tables(results: list[dict], methods: list[str]) -> str:
     """Two markdown tables (AUC, log-loss): a row per method, a column per phase, mean ± std over seeds."""
     from metarec.ctr.warmup import PHASES
-    from metarec.report import markdown_table
+    from metarec.report import markdown_table, mean_std_rows
 
     out = []
     for metric, title in (("auc", "AUC (higher is better)"), ("logloss", "log-loss (lower is better)")):
-        rows = []
-        for m in methods:
-            rs = [r for r in results if r["method"] == m]
-            cells = [m, len(rs)]
-            for p in PHASES:
-                v = np.array([r["phases"][p][metric] for r in rs], dtype=float)
-                cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-            rows.append(cells)
+        rows = [cells for cells, _ in mean_std_rows(results, lambda r: r["method"], PHASES,
+                                                    lambda r, p, metric=metric: r["phases"][p][metric], methods)]
         out.append(f"{title}\n\n" + markdown_table(["method", "seeds", *PHASES], rows))
     return "\n\n".join(out)
 

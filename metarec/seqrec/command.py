@@ -211,19 +211,11 @@ def meta_train_default():
 
 
 def results_table(results: list[dict], metrics: tuple[str, ...] | None = None) -> str:
-    from metarec.report import markdown_table
+    from metarec.report import markdown_table, mean_std_rows
 
-    names = list(dict.fromkeys(r["method"] for r in results))
     metrics = metrics or tuple(f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in (5, 10, 20))
-    rows = []
-    for name in names:
-        rs = [r for r in results if r["method"] == name]
-        cells = [name, len(rs)]
-        for m in metrics:
-            v = np.array([r["test"][m] for r in rs], dtype=float)
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-        cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f}")
-        rows.append(cells)
+    rows = [[*cells, f"{np.mean([r['train_seconds'] for r in rs]):.0f}"] for cells, rs in
+            mean_std_rows(results, lambda r: r["method"], metrics, lambda r, m: r["test"][m])]
     return markdown_table(["method", "seeds", *metrics, "train s"], rows)
 
 
