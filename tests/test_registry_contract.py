@@ -73,15 +73,10 @@ def test_rating_entries(name, protocol, rating_data, tmp_path):
 @pytest.mark.parametrize("name", registry.names("scenario"))
 def test_scenario_entries(name, tmp_path):
     from metarec.scenario_run import _evaluator, make_run, prepare, run_scenario
-    from tests.learners.test_scenario_baselines import TINY_OVER
+    from tests.learners.test_scenario_baselines import tiny_overrides
     from tests.test_scenarios import scenario_dataset
 
-    over = {**TINY_OVER, "train.epochs": 1}
-    if name == "s2meta":
-        over.update({"learner.max_steps": 3, "learner.query_sample": 32})
-    if name in ("scenario-ft", "emcdr"):
-        over.update({"learner.grid_steps": "[0, 2]", "learner.grid_lr": "[0.01]"})
-    run, lcfg = make_run(name, "tiny", 0, over)
+    run, lcfg = make_run(name, "tiny", 0, {**tiny_overrides(name), "train.epochs": 1})
     prep = prepare(run, scenario_dataset())
     res = run_scenario(run, lcfg, prep=prep, out_dir=tmp_path / "run", progress=False)
     learner, _ = load_learner(tmp_path / "run" / "model.pt")
@@ -111,14 +106,6 @@ def test_warmup_entries(name, tmp_path):
         assert torch.equal(back.init_embeddings(data.new_items), method.init_embeddings(data.new_items))
 
 
-def _char_encoder(texts):
-    out = np.zeros((len(texts), 12), np.float32)
-    for r, t in enumerate(texts):
-        for c in t.lower():
-            out[r, ord(c) % 12] += 1.0
-    return out
-
-
 @pytest.fixture(scope="module")
 def seq_data():
     from metarec.data.loaders import build_dataset
@@ -140,9 +127,10 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     from metarec.seqrec.command import run_method
     from metarec.seqrec.evaluate import evaluate_seq
     from metarec.seqrec.methods import load_seq_method
+    from tests.seqrec.test_mml import char_encoder
 
     real = modality.item_modalities  # MML's text learner on a tiny character encoder instead of MiniLM
-    monkeypatch.setattr(modality, "item_modalities", lambda ds, cfg, **kw: real(ds, cfg, text_encoder=_char_encoder,
+    monkeypatch.setattr(modality, "item_modalities", lambda ds, cfg, **kw: real(ds, cfg, text_encoder=char_encoder,
                                                                               text_name="chars"))
     mml_family = registry.method(name).impl("sequential").target.endswith(":run_variant")
     over = {"train.epochs": 1, "train.patience": 1, **(SEQ_SMALL["mml"] if mml_family else SEQ_SMALL.get(name, {}))}

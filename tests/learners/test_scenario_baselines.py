@@ -135,14 +135,19 @@ def test_ft_zero_steps_is_the_global_model_and_steps_change_it(sdata):
     assert l1 < l0
 
 
-@pytest.mark.parametrize("name", SCENARIO_LEARNERS)
-def test_pipeline_end_to_end(name, tmp_path):
+def tiny_overrides(name: str) -> dict:
+    """Each scenario learner's settings on the tiny scenario data (also the registry contract test's)."""
     over = dict(TINY_OVER)
     if name == "s2meta":
         over.update({"learner.max_steps": 3, "learner.query_sample": 32})
     if name in ("scenario-ft", "emcdr"):
         over.update({"learner.grid_steps": "[0, 2]", "learner.grid_lr": "[0.01]"})
-    run, lcfg = make_run(name, "tiny", 0, over)
+    return over
+
+
+@pytest.mark.parametrize("name", SCENARIO_LEARNERS)
+def test_pipeline_end_to_end(name, tmp_path):
+    run, lcfg = make_run(name, "tiny", 0, tiny_overrides(name))
     prep = prepare(run, scenario_dataset())
     res = run_scenario(run, lcfg, prep=prep, out_dir=tmp_path / name, progress=False)
     if name in ("scenario-ft", "emcdr"):

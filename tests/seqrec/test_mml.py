@@ -321,7 +321,8 @@ def test_variants_build_the_right_group():
 
 
 # ---------------------------------------------------------------------------------------- end to end
-def _char_encoder(texts):
+def char_encoder(texts):
+    """A tiny deterministic text encoder (character counts) standing in for MiniLM in tests."""
     out = np.zeros((len(texts), 12), np.float32)
     for r, t in enumerate(texts):
         for c in t.lower():
@@ -340,7 +341,7 @@ def test_run_variant_end_to_end_and_reload(tiny_dataset, tmp_path):
     data = make_seq_protocol(tiny_dataset, SeqProtocolConfig(n_support=5, n_query=3, max_len=20, valid_frac=0.2))
     over = {"model.net.dim": 8, "model.net.fusion_hidden": 4, "train.epochs": 1, "train.batch": 64,
             "model.inner.steps": 1}
-    res = run_variant("mml", data, 0, tmp_path / "run", False, over, text_encoder=_char_encoder, text_name="chars")
+    res = run_variant("mml", data, 0, tmp_path / "run", False, over, text_encoder=char_encoder, text_name="chars")
     assert set(res["stages"]) == {"meta", "gen_train", "fusion_train"}
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0 and res["test"]["rows"] == 3 * len(data.test)
     assert res["modalities"] == ["text"]
