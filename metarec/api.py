@@ -20,6 +20,7 @@ from typing import Any
 
 from metarec import registry
 from metarec.errors import MetarecError
+from metarec.models import load_model
 
 __all__ = ["RunResult", "run"]
 
@@ -62,21 +63,19 @@ def run(learner: str, protocol: str = "user-cold", dataset: str = "ml-100k", see
 def _run(family, learner, protocol, dataset, seed, over, view, preset, task_file, sequential, out: Path,
          progress: bool) -> RunResult:
     if family == "rating":
-        from metarec.learners.base import load_learner
         from metarec.pipeline import make_config, train_and_evaluate
 
         if task_file is not None:
             over["split.task_file"] = str(task_file)
         rc, lcfg = make_config(learner, dataset, protocol, seed, view, over, preset=preset)
         result = train_and_evaluate(rc, lcfg, out_dir=out, progress=progress)
-        return RunResult(load_learner(out / "model.pt")[0], result, out)
+        return RunResult(load_model(out)[0], result, out)
     if family == "scenario":
-        from metarec.learners.base import load_learner
         from metarec.scenario_run import make_run, run_scenario
 
         rc, lcfg = make_run(learner, dataset, seed, over)
         result = run_scenario(rc, lcfg, out_dir=out, progress=progress)
-        return RunResult(load_learner(out / "model.pt")[0], result, out)
+        return RunResult(load_model(out)[0], result, out)
     if family == "warmup":
         from metarec.config import apply_overrides
         from metarec.ctr.warmup import WarmupRun, dataset_defaults, run_seed
@@ -90,9 +89,8 @@ def _run(family, learner, protocol, dataset, seed, over, view, preset, task_file
         return RunResult(None, result, out)
     from metarec.data.registry import load_dataset
     from metarec.seqrec.command import run_method
-    from metarec.seqrec.methods import load_seq_method
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     data = make_seq_protocol(load_dataset(dataset), SeqProtocolConfig(**(sequential or {})))
     result = run_method(learner, data, seed, out, progress, over, {})
-    return RunResult(load_seq_method(out / "model.pt")[0], result, out)
+    return RunResult(load_model(out)[0], result, out)

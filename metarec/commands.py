@@ -115,7 +115,6 @@ def cmd_evaluate(args, extra) -> None:
 
     from metarec.config import config_from_dict
     from metarec.data.types import data_fingerprint
-    from metarec.learners.base import load_learner
     from metarec.pipeline import RunConfig, evaluator, prepare
 
     path = Path(args.checkpoint)
@@ -123,12 +122,12 @@ def cmd_evaluate(args, extra) -> None:
         path = path / "model.pt"
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
-    from metarec.io import load_torch
+    from metarec.models import load_model
+    from metarec.seqrec.methods import SeqMethod
 
-    blob = load_torch(path, "model")  # weights_only: a model file cannot run code
-    if isinstance(blob, dict) and "learner" not in blob and "n_items" in blob:  # a sequence model
-        return _evaluate_sequential(path, args)
-    learner, extra_info = load_learner(path)  # one-line MetarecError for anything but a metarec model file
+    learner, extra_info = load_model(path)  # any family's model by registry name; one line for anything else
+    if isinstance(learner, SeqMethod):
+        return _evaluate_sequential(path, learner, extra_info, args)
     rc = extra_info.get("run_config") if isinstance(extra_info, dict) else None
     if isinstance(rc, dict) and "scenarios" in rc:  # a scenario model: its family's evaluation
         from metarec.scenario_run import cmd_evaluate as scenario_evaluate
@@ -156,15 +155,13 @@ def cmd_evaluate(args, extra) -> None:
         print(json.dumps(res))
 
 
-def _evaluate_sequential(path: Path, args) -> None:
+def _evaluate_sequential(path: Path, method, info: dict, args) -> None:
     """A model of the sequential protocol, on the protocol rebuilt from what the model file records."""
     from metarec.config import config_from_dict
     from metarec.data.registry import load_dataset
     from metarec.seqrec.evaluate import evaluate_seq
-    from metarec.seqrec.methods import load_seq_method
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
-    method, info = load_seq_method(path)
     if not isinstance(info.get("protocol"), dict) or not info.get("dataset"):
         raise MetarecError(f"{path}: the model file records no protocol to evaluate it on")
     dataset = args.dataset or info["dataset"]

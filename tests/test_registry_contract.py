@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from metarec import registry
-from metarec.learners.base import load_learner
+from metarec.learners.base import Model
+from metarec.models import load_model
 
 RATING_CASES = [(n, p) for n in registry.names("rating") for p in registry.method(n).protocols
                 if registry.PROTOCOLS[p] == "rating"]
@@ -62,7 +63,8 @@ def test_rating_entries(name, protocol, rating_data, tmp_path):
     prep = prepare(run)
     res = train_and_evaluate(run, lcfg, out_dir=tmp_path / "run", progress=False, prep=prep)
     assert np.isfinite(res["test"]["rmse"]) and res["test"]["tasks"] == len(prep.test)
-    learner, extra = load_learner(tmp_path / "run" / "model.pt")
+    learner, extra = load_model(tmp_path / "run")
+    assert isinstance(learner, Model) and learner.name == name
     with torch.no_grad():
         again = evaluator(run, prep)(learner, prep.test)
     assert again == res["test"]  # the reloaded model predicts exactly the same
@@ -79,7 +81,7 @@ def test_scenario_entries(name, tmp_path):
     run, lcfg = make_run(name, "tiny", 0, {**tiny_overrides(name), "train.epochs": 1})
     prep = prepare(run, scenario_dataset())
     res = run_scenario(run, lcfg, prep=prep, out_dir=tmp_path / "run", progress=False)
-    learner, _ = load_learner(tmp_path / "run" / "model.pt")
+    learner, _ = load_model(tmp_path / "run")
     again = _evaluator(run, prep)(learner, prep.data.test)
     assert {k: again[k] for k in ("recall@10", "recall@20", "recall@50")} == \
            {k: res["test"][k] for k in ("recall@10", "recall@20", "recall@50")}
@@ -102,7 +104,7 @@ def test_warmup_entries(name, tmp_path):
         data, bb = trained_backbone()
         method, _ = make_method(name, run, data, bb, 0, progress=False)
         method.save(tmp_path / "m.pt")
-        back, _ = load_learner(tmp_path / "m.pt")
+        back, _ = load_model(tmp_path / "m.pt")
         assert torch.equal(back.init_embeddings(data.new_items), method.init_embeddings(data.new_items))
 
 
@@ -126,7 +128,6 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     import metarec.seqrec.modality as modality
     from metarec.seqrec.command import run_method
     from metarec.seqrec.evaluate import evaluate_seq
-    from metarec.seqrec.methods import load_seq_method
     from tests.seqrec.test_mml import char_encoder
 
     real = modality.item_modalities  # MML's text learner on a tiny character encoder instead of MiniLM
@@ -136,8 +137,8 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     over = {"train.epochs": 1, "train.patience": 1, **(SEQ_SMALL["mml"] if mml_family else SEQ_SMALL.get(name, {}))}
     res = run_method(name, seq_data, 0, tmp_path / "run", False, over, {})
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0
-    method, extra = load_seq_method(tmp_path / "run" / "model.pt")
-    assert extra["method"] == name and method.name == name
+    method, extra = load_model(tmp_path / "run")  # one loader for every family
+    assert isinstance(method, Model) and extra["method"] == name and method.name == name
     assert evaluate_seq(method, seq_data.test, seq_data.n_items) == res["test"]
     twice = run_method(name, seq_data, 0, None, False, over, {})
     assert twice["test"] == res["test"]

@@ -32,7 +32,27 @@ class Adapted:
     score_grid: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
-class Learner(nn.Module):
+class Model(nn.Module):
+    """The root of every trained method of every family: :class:`Learner` (rating, scenario and warm-up learners)
+    and ``metarec.seqrec.methods.SeqMethod`` (the sequential models). Each has its registry ``name``, its frozen
+    ``config``, ``adapt(support)`` returning the adapted scorer (:class:`Adapted` scores user-item pairs and item
+    lists; ``SeqAdapted`` the next items at positions of a sequence) and ``save(path, extra)``, read back by
+    ``metarec.models.load_model`` through the registry."""
+
+    name: str = ""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def adapt(self, support):
+        raise NotImplementedError
+
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        raise NotImplementedError
+
+
+class Learner(Model):
     """Base class. Subclasses set ``name`` and ``Config`` and implement ``adapt`` (and ``meta_loss`` when
     ``meta_trained``); ``fit_direct`` is for closed-form models fitted on the meta-train interactions."""
 
@@ -42,9 +62,8 @@ class Learner(nn.Module):
     loss_kind: str = "mse"
 
     def __init__(self, ctx: Context, config):
-        super().__init__()
+        super().__init__(config)
         self.ctx = ctx
-        self.config = config
 
     # declared hooks (defaults here; the runners call them instead of probing with hasattr/getattr):
     last_steps: float | None = None  # learners with a learned number of adaptation steps (s²Meta): the last mean
@@ -91,10 +110,12 @@ def _to_plain(cfg):
     return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
 
 
-def load_learner(path: Path) -> tuple[Learner, dict]:
+def load_learner(path: Path, blob: dict | None = None) -> tuple[Learner, dict]:
+    """A saved learner (``blob``: its file's content when the caller has read it already)."""
     from metarec.learners.registry import LEARNERS
 
-    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
+    if blob is None:
+        blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
     try:
         spec = LEARNERS[blob["learner"]]
         cfg = config_from_dict(spec.config_cls, blob["config"])

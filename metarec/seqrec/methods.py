@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from metarec.config import config_from_dict
 from metarec.errors import MetarecError
 from metarec.io import load_torch, save_torch
+from metarec.learners.base import Model
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import fast_init, flat_mean, inner_adapt, position_losses, vcall
 from metarec.seqrec.gru4rec import GRU4Rec, GRU4RecConfig
@@ -38,15 +39,13 @@ class SeqAdapted:
     score: Callable[[Tensor, Tensor], Tensor]
 
 
-class SeqMethod(nn.Module):
-    """Base class: ``loss`` (training objective of one batch), ``adapt``, ``train_tasks``, save/load."""
-
-    name: str = ""
+class SeqMethod(Model):
+    """Base class of the sequential models (a :class:`~metarec.learners.base.Model`): ``loss`` (training
+    objective of one batch), ``adapt``, ``train_tasks``, save/load."""
 
     def __init__(self, n_items: int, config, pool: Tensor | None = None):
-        super().__init__()
+        super().__init__(config)
         self.n_items = n_items
-        self.config = config
         # items negatives are drawn from: those of the training data (new items do not exist yet)
         self.register_buffer("pool", torch.arange(n_items) if pool is None else torch.as_tensor(pool).long())
 
@@ -69,12 +68,14 @@ class SeqMethod(nn.Module):
         save_torch(Path(path), blob)
 
 
-def load_seq_method(path: Path) -> tuple[SeqMethod, dict]:
+def load_seq_method(path: Path, blob: dict | None = None) -> tuple[SeqMethod, dict]:
     """A saved sequence model, its class and config class found in the registry by the method's name (files
-    written before the name was recorded: by the class name of a registered entry)."""
+    written before the name was recorded: by the class name of a registered entry). ``blob``: the file's content
+    when the caller has read it already."""
     from metarec import registry
 
-    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
+    if blob is None:
+        blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
     try:
         impl = _registered_impl(blob)
         cls, cfg_cls = registry.resolve(impl.model), impl.config_cls()
