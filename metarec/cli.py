@@ -96,6 +96,9 @@ def cmd_split(args) -> None:
     from metarec.splits import SplitConfig, make_split
     from metarec.tasks import TaskConfig
 
+    if args.protocol == "tasks":
+        raise MetarecError("`metarec split` builds the rating states' splits; a task file is a split already (train on "
+                           "it with `metarec train --protocol tasks --task-file FILE`)")
     split_cfg = SplitConfig(protocol=args.protocol, by=args.by, new_user_frac=args.new_user_frac,
                             new_item_frac=args.new_item_frac, seed=args.seed)
     task_cfg = TaskConfig(kind="user", sizing="melu" if args.k_shot is None else "kshot",

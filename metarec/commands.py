@@ -128,6 +128,8 @@ def cmd_evaluate(args, extra) -> None:
     learner, extra_info = load_model(path)  # any family's model by registry name; one line for anything else
     if isinstance(learner, SeqMethod):
         return _evaluate_sequential(path, learner, extra_info, args)
+    if args.dataset:
+        raise MetarecError("--dataset is for sequence models; this model evaluates on the data it records")
     rc = extra_info.get("run_config") if isinstance(extra_info, dict) else None
     if isinstance(rc, dict) and "scenarios" in rc:  # a scenario model: its family's evaluation
         from metarec.scenario_run import cmd_evaluate as scenario_evaluate

@@ -50,6 +50,10 @@ def check_protocol(learner: str, protocol: str) -> None:
     from metarec import registry
 
     m = registry.method(learner)  # an unknown name stops with the list of registered methods
+    if registry.family_of(protocol) != "rating":
+        rating = [p for p, f in registry.PROTOCOLS.items() if f == "rating"]
+        raise MetarecError(f"the {protocol} protocol has its own runner (`metarec compare --protocol {protocol}`); "
+                           f"this command takes the rating protocols ({', '.join(rating)})")
     if protocol not in m.protocols:
         fam = registry.family_of(protocol)
         other = [p for p in m.protocols if registry.PROTOCOLS[p] != fam]

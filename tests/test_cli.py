@@ -141,6 +141,9 @@ def test_one_grammar_routes_every_family_to_its_runner():
     (["evaluate", "--protocol", "warmup", "x"], "evaluates within its run"),
     (["compare", "--protocol", "nope"], "unknown protocol 'nope'"),
     (["train", "--learner", "sasrec"], "use --protocol sequential"),
+    (["curve", "--protocol", "sequential", "--learners", "sasrec"], "has its own runner"),
+    (["split", "ml-100k", "--protocol", "tasks"], "a task file is a split already"),
+    (["evaluate", "missing.pt", "--protocol", "sequential"], "no such checkpoint"),
 ])
 def test_the_grammar_stops_with_one_line(argv, text, capsys):
     assert main(argv) == 2
