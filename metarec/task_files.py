@@ -148,9 +148,9 @@ class TaskFileSplit:
 
 def task_file_split(ds: Dataset, path: str | Path) -> tuple[TaskFileSplit, dict[str, list[Task]]]:
     """The split and the tasks of each part (``train``, ``valid``, ``test``) of the task file at ``path``, its raw
-    ids mapped through ``ds``. In an implicit view of ``ds`` (every rating 1), pairs rated below the view's
-    threshold are not positives and the ratings of the file must already be 0/1 labels: rows labelled 0 are
-    dropped, as the implicit runner samples its own negatives."""
+    ids mapped through ``ds``. In the implicit view (``ds.implicit``) the file's ratings must be 0/1 labels: the
+    pairs labelled 1 are the positives and those labelled 0 are dropped, as the implicit runner samples its own
+    negatives (from the items no one of the owner's pairs names)."""
     df, named = read_task_file(path)
     if named is not None and named != ds.name:
         raise MetarecError(f"{path}: the task file is for dataset {named!r}, the run's dataset is {ds.name!r}")

@@ -137,3 +137,22 @@ def test_split_exports_what_train_reads_back(tmp_path, tiny_dir, capsys):
     assert main(["train", "--protocol", "user-cold", *common, "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["test"] for d in "ab")
     assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_implicit_view_reads_labels(tmp_path, tiny_dir):
+    labels = json.loads(json.dumps(HAND))
+    for t in labels["tasks"]:
+        for which in ("support", "query"):
+            t[which] = [[p[0], 1] if isinstance(p, list) else [p["item"], 1] for p in t[which]]
+    labels["tasks"][0]["support"].append(["i5", 0])  # a labelled negative: dropped, negatives are sampled
+    labels["train_log"] = [["u2", "i2", 1]]
+    path = _write(tmp_path, labels)
+    run, lcfg = make_config("itempop", str(tiny_dir), "tasks", 0, "implicit", {"split.task_file": str(path)})
+    prep = prepare(run)
+    assert prep.train[0].s_rating.tolist().count(1.0) == 2  # the two positives; i5 (0) dropped
+    res = train_and_evaluate(run, lcfg, prep=prep, progress=False)
+    assert 0.0 <= res["test"]["ndcg@10"] <= 1.0 and res["test"]["tasks"] == 1
+    with pytest.raises(MetarecError, match="0/1 labels"):
+        run, _ = make_config("itempop", str(tiny_dir), "tasks", 0, "implicit",
+                             {"split.task_file": str(_write(tmp_path, HAND, "ratings.json"))})
+        prepare(run)
