@@ -6,7 +6,7 @@ than ``old_min``; *new* items have between ``3 k + min_test`` and ``old_min``; t
 MovieLens-1M uses the papers' numbers (old: > 200 ratings; new: 80-200, k = 20); smaller logs such as
 ml-100k use old > 100, new 40-100, k = 10 (``dataset_defaults``). Every user is a known user.
 
-- The backbone (``backbone.py``) is trained once per seed on all the old items' interactions, then frozen.
+- The backbone (``metarec/nets/deepfm.py``) is trained once per seed on all the old items' interactions, then frozen.
 - Each new item's interactions, sorted by (time, user), give three warm-up batches of k each, warm-a, warm-b
   and warm-c (its 1st..k-th, (k+1)..2k-th, (2k+1)..3k-th), and the rest is its test set.
 - A fraction ``valid_frac`` of old items (seeded) is held out of the meta-learners' training; their tasks

@@ -1,7 +1,7 @@
 """Meta-Embedding (Pan et al. SIGIR'19; survey 5.2): generate a new item's ID embedding from its attributes.
 
 A generator maps the item's attribute vectors (release decade, genres), taken from the frozen CTR backbone
-(``metarec/ctr/backbone.py``), to an initial ID vector ``v_ini = scale * tanh(W x)``. It is meta-trained on
+(``metarec/nets/deepfm.py``), to an initial ID vector ``v_ini = scale * tanh(W x)``. It is meta-trained on
 old items. Each task is one old item with two disjoint minibatches of K interactions, a and b:
 
     L_cold = loss(v_ini, D_a)                        (the cold-start phase: predict with v_ini)
