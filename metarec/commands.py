@@ -410,6 +410,26 @@ def _protocols_text(protocols: tuple[str, ...]) -> str:
     return ",".join(out)
 
 
+def cmd_stats(args, extra) -> None:
+    """What any protocol builds from a dataset (metarec.protocols): its description and its parts' task counts."""
+    from metarec import protocols
+    from metarec.config import parse_override_args
+    from metarec.data.registry import load_dataset
+
+    over = parse_override_args(extra)
+    if args.task_file:
+        over["split.task_file"] = args.task_file
+    p = protocols.get(args.protocol, args.seed, over, dataset=args.dataset)
+    data = p.prepare(load_dataset(args.dataset))
+    print(f"{p.name} ({p.family} family) on {args.dataset}, seed {args.seed}")
+    for k, v in p.describe(data).items():
+        print(f"  {k}: {v}")
+    parts = {part: len(getattr(data, part)) for part in ("train", "valid", "test")
+             if isinstance(getattr(data, part, None), list)}
+    if parts:
+        print("  tasks: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
+
+
 def cmd_demo(args, extra) -> None:
     """The main job: the fold-in learners, MeLU and the baselines on ml-100k user-cold, one seed, as a table."""
     ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
@@ -486,6 +506,15 @@ def register(sub) -> None:
     s.add_argument("--preset-name", metavar="NAME",
                    help="also store the best settings as this preset of the learner (with the command)")
     s.set_defaults(func=cmd_tune, takes_overrides=True)
+
+    s = sub.add_parser("stats", help="what a protocol of any family builds from a dataset (metarec.protocols)",
+                       epilog="The protocol's config fields can be set with --key=value (rating: --split.by=random, "
+                              "--tasks.k_shot=5, ...; sequential: --n_support=5; scenario: --min_items=50).")
+    s.add_argument("--protocol", default="user-cold", help="any protocol `metarec learners` lists")
+    s.add_argument("--dataset", default="ml-100k")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--task-file", metavar="FILE", help="--protocol tasks: the task file")
+    s.set_defaults(func=cmd_stats, takes_overrides=True)
 
     s = sub.add_parser("learners", help="every registered method with the protocols it runs on, one line each")
     s.add_argument("--protocol", help="only the methods of this protocol")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from metarec.learners.base import Context
 from metarec.learners.registry import LEARNERS
 from metarec.splits import SplitConfig, make_split
 from metarec.task_files import task_file_split
-from metarec.tasks import Task, TaskConfig, add_negatives, build_tasks, known_codes
+from metarec.tasks import Task, TaskBatch, TaskConfig, add_negatives, build_tasks, collate, known_codes
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Prepared:
     candidates: np.ndarray
     split: object
     dataset: object
-    run: RunConfig
+    protocol: RatingProtocol
     features: FeatureSpace
     _pooled: list | None = None
 
@@ -79,12 +80,12 @@ class Prepared:
         """Every meta-train interaction, one pseudo-task per user (no size filter), for learners trained
         without adaptation ("the same network trained on all training interactions")."""
         if self._pooled is None:
-            cfg = replace(self.run.tasks, min_inter=2, max_inter=10**9, n_query=1, sizing="melu")
+            p = self.protocol
+            cfg = replace(p.tasks, min_inter=2, max_inter=10**9, n_query=1, sizing="melu")
             tasks = [piece for t in build_tasks(self.split.train, cfg, desc="pooled") for piece in _chunks(t, 128)]
-            if self.run.view == "implicit":
+            if p.view == "implicit":
                 train_items = np.unique(self.split.train["item"].to_numpy())
-                tasks = add_negatives(tasks, known_codes(self.dataset.inter), train_items, self.run.negatives,
-                                      self.run.tasks.seed)
+                tasks = add_negatives(tasks, known_codes(self.dataset.inter), train_items, p.negatives, p.tasks.seed)
             self._pooled = tasks
         return self._pooled
 
@@ -143,40 +144,80 @@ def make_config(learner: str, dataset: str, protocol: str, seed: int, view: str,
 
 def prepare(run: RunConfig, ds=None) -> Prepared:
     """Everything a run needs; ``ds`` replaces loading ``run.dataset`` by name (tests, custom data)."""
-    ds = ds if ds is not None else load_dataset(run.dataset)
-    if run.view == "implicit":
-        ds = to_implicit(ds, run.threshold)
-        if ds.n_inter == 0:
-            raise MetarecError(f"{run.dataset}: the implicit view (ratings >= {run.threshold:g}) keeps no interaction")
-    if run.split.protocol == "tasks":  # the split and its tasks as a file gives them (metarec/task_files.py)
-        split, by_part = task_file_split(ds, run.split.task_file)
-        parts = [by_part[p] for p in ("train", "valid", "test")]
-    else:
-        split, parts = make_split(ds, run.split), None
-    if len(split.train) == 0:
-        raise MetarecError(f"{run.dataset} {run.split.protocol}: meta-train keeps no interaction (view {run.view})")
-    fs = fit_features(ds, split.train)
-    icodes, genre = fs.encode_items(ds.items)
-    seen = np.unique(split.train["item"].to_numpy())
-    item_ids = torch.zeros(ds.n_items, dtype=torch.long)
-    item_ids[torch.from_numpy(seen)] = torch.arange(1, len(seen) + 1)
-    ctx = Context(fs.encode_users(ds.users), icodes, genre, fs.user_cardinalities, fs.item_cardinalities, item_ids)
-    if parts is None:
-        parts = [build_tasks(df, run.tasks, desc=name) for name, df in split.parts.items()]
-    if any(len(p) == 0 for p in parts):
-        sizes = ", ".join(f"{n} {len(p)}" for n, p in zip(split.parts, parts, strict=True))
-        raise MetarecError(f"{run.dataset} {run.split.protocol}: a part has no task ({sizes})")
-    candidates = split.candidate_items()
-    if run.view == "implicit":
-        known = known_codes(ds.inter)
-        train_items = np.unique(split.train["item"].to_numpy())
-        parts = [add_negatives(parts[0], known, train_items, run.negatives, run.tasks.seed),
-                 *(add_negatives(p, known, candidates, run.negatives, run.tasks.seed + 1 + j)
-                   for j, p in enumerate(parts[1:]))]
-    return Prepared(ctx, parts[0], parts[1], parts[2], candidates, split, ds, run, fs)
+    return RatingProtocol.of(run).prepare(ds if ds is not None else load_dataset(run.dataset))
 
 
-def evaluator(run: RunConfig, prep: Prepared):
+@dataclass(frozen=True)
+class RatingProtocol:
+    """The rating family's protocols (the four rating states, by time or at random, and ``tasks``) as one object
+    of the :class:`metarec.protocols.Protocol` interface: the split, the task sizing and the view.
+
+    ``prepare(ds)`` builds the meta-train / meta-valid / meta-test tasks with their feature context,
+    ``evaluate(model, prepared, part)`` scores a model on a part (RMSE, MAE and query-only nDCG in the explicit view;
+    full ranking in the implicit one), ``train_default()`` is the default training budget."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    view: str = "explicit"
+    threshold: float = 4.0
+    negatives: int = 4
+    family: ClassVar[str] = "rating"
+
+    @property
+    def name(self) -> str:
+        return self.split.protocol
+
+    @classmethod
+    def of(cls, run: RunConfig) -> RatingProtocol:
+        return cls(run.split, run.tasks, run.view, run.threshold, run.negatives)
+
+    def train_default(self) -> TrainConfig:
+        return TrainConfig(seed=self.split.seed, select="rmse" if self.view == "explicit" else "ndcg@10")
+
+    def collate(self, tasks: list[Task]) -> TaskBatch:
+        return collate(tasks)
+
+    def describe(self, prep: Prepared) -> dict:
+        return prep.split.describe()
+
+    def evaluate(self, model, prep: Prepared, part: str = "test") -> dict:
+        with torch.no_grad():
+            return evaluator(self, prep)(model, getattr(prep, part))
+
+    def prepare(self, ds) -> Prepared:
+        if self.view == "implicit":
+            ds = to_implicit(ds, self.threshold)
+            if ds.n_inter == 0:
+                raise MetarecError(f"{ds.name}: the implicit view (ratings >= {self.threshold:g}) keeps no interaction")
+        if self.name == "tasks":  # the split and its tasks as a file gives them (metarec/task_files.py)
+            split, by_part = task_file_split(ds, self.split.task_file)
+            parts = [by_part[p] for p in ("train", "valid", "test")]
+        else:
+            split, parts = make_split(ds, self.split), None
+        if len(split.train) == 0:
+            raise MetarecError(f"{ds.name} {self.name}: meta-train keeps no interaction (view {self.view})")
+        fs = fit_features(ds, split.train)
+        icodes, genre = fs.encode_items(ds.items)
+        seen = np.unique(split.train["item"].to_numpy())
+        item_ids = torch.zeros(ds.n_items, dtype=torch.long)
+        item_ids[torch.from_numpy(seen)] = torch.arange(1, len(seen) + 1)
+        ctx = Context(fs.encode_users(ds.users), icodes, genre, fs.user_cardinalities, fs.item_cardinalities, item_ids)
+        if parts is None:
+            parts = [build_tasks(df, self.tasks, desc=name) for name, df in split.parts.items()]
+        if any(len(p) == 0 for p in parts):
+            sizes = ", ".join(f"{n} {len(p)}" for n, p in zip(split.parts, parts, strict=True))
+            raise MetarecError(f"{ds.name} {self.name}: a part has no task ({sizes})")
+        candidates = split.candidate_items()
+        if self.view == "implicit":
+            known = known_codes(ds.inter)
+            train_items = np.unique(split.train["item"].to_numpy())
+            parts = [add_negatives(parts[0], known, train_items, self.negatives, self.tasks.seed),
+                     *(add_negatives(p, known, candidates, self.negatives, self.tasks.seed + 1 + j)
+                       for j, p in enumerate(parts[1:]))]
+        return Prepared(ctx, parts[0], parts[1], parts[2], candidates, split, ds, self, fs)
+
+
+def evaluator(run: RunConfig | RatingProtocol, prep: Prepared):
     if run.view == "explicit":
         return lambda learner, tasks: evaluate_rating(learner, tasks)
     return lambda learner, tasks: evaluate_ranking(learner, tasks, prep.candidates)

@@ -165,7 +165,7 @@ def test_foldin_beats_the_bias_model_on_a_low_rank_log():
     from tests.conftest import synthetic_frames
 
     prep = user_cold_prep(build_dataset("lr", *synthetic_frames(n_users=120, n_items=60)), "explicit")
-    ev = evaluator(prep.run, prep)
+    ev = evaluator(prep.protocol, prep)
     fold = FoldIn(prep.ctx, FoldInConfig(rank=3, reg=3.0, reg_bias=3.0))
     fold.fit_direct(prep.split.train)
     bias = BiasModel(prep.ctx, BiasConfig())
