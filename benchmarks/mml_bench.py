@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from metarec.engine.inner import InnerConfig
+from metarec.nets.mml_net import MMLNetConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.generator import Retriever
 from metarec.seqrec.mml import MMLConfig, MMLModel
-from metarec.seqrec.mml_net import MMLNetConfig
 from metarec.tasks import Task
 
 

@@ -1,6 +1,6 @@
 """``metarec scenario``: s²Meta's scenario-specific protocol end to end (Du et al. KDD'19, 5.1 and A.4).
 
-One run: dataset -> scenarios (:mod:`metarec.scenarios`) -> pretrained MF embeddings (:mod:`metarec.mf`,
+One run: dataset -> scenarios (:mod:`metarec.scenarios`) -> pretrained MF embeddings (:mod:`metarec.nets.mf`,
 cached) -> learner -> training with the library's outer loop (``metarec.engine.train.fit``; model selection
 on meta-valid scenarios by Recall@20) -> adapt-time hyperparameters chosen on meta-valid where a learner
 declares ``adapt_grid`` (FT, EMCDR) -> Recall@10/20/50 on meta-test scenarios -> ``model.pt`` and
@@ -40,7 +40,7 @@ from metarec.errors import MetarecError
 from metarec.io import code_version, read_record, record_codes, write_json, write_text
 from metarec.learners.base import Context, Learner, load_learner
 from metarec.learners.registry import LEARNERS
-from metarec.mf import MFConfig, pretrained_embeddings
+from metarec.nets.mf import MFConfig, pretrained_embeddings
 from metarec.report import markdown_table, mean_std_rows
 from metarec.scenarios import ScenarioConfig, ScenarioData, evaluate_scenarios, prepare_scenarios
 from metarec.tasks import Task, sample_negatives

@@ -10,7 +10,7 @@ Users (A.4): a *shared* user has source-domain interactions; a *scenario-only* u
 users rate films of every kind, so almost nobody is naturally scenario-only; ``target_only_frac`` of the
 users (seeded) are therefore made scenario-only by dropping their source-domain interactions. Item
 embeddings of scenario items are pretrained on the scenario-only users' interactions (A.4), user
-embeddings on the source domain (:mod:`metarec.mf`).
+embeddings on the source domain (:mod:`metarec.nets.mf`).
 
 Per scenario c (A.4): ``n_train`` (64) interactions of shared users, drawn at random, form D_train (the
 support of the task); the scenario's other interactions of shared users form D_test (the query). Because

@@ -9,7 +9,7 @@ import torch
 
 from metarec.data.loaders import build_dataset
 from metarec.learners.base import Adapted
-from metarec.mf import MFConfig, factorize, pretrained_embeddings
+from metarec.nets.mf import MFConfig, factorize, pretrained_embeddings
 from metarec.scenarios import ScenarioConfig, _grid, codes, evaluate_scenarios, prepare_scenarios, split_triples
 from metarec.tasks import collate
 

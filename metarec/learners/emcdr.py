@@ -2,7 +2,7 @@
 
 The deep cross-domain baseline of s²Meta (5.1.2, A.3, A.4), each scenario being a target domain:
 1. latent factors in each domain. Source: the user factors of the source-domain MF (the pretrained user
-   embeddings, :mod:`metarec.mf`). Target: the item factors V of the scenario-only users' MF (the pretrained
+   embeddings, :mod:`metarec.nets.mf`). Target: the item factors V of the scenario-only users' MF (the pretrained
    item embeddings) and, for every user of the scenario's D_train, a target factor fitted to that user's
    D_train positives (target 1) and pre-sampled negatives (target 0) with V fixed: the ridge solution
    ``u_t = (V^T V + reg I)^-1 V^T y``, the same squared loss as the MF;

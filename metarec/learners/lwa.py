@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from metarec.engine.inner import masked_task_loss
 from metarec.errors import MetarecError
 from metarec.learners.base import Adapted, Context, Learner
-from metarec.learners.feature_mlp import FeatureEncoder
+from metarec.nets.features import FeatureEncoder
 from metarec.tasks import TaskBatch
 
 

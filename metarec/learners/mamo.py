@@ -65,7 +65,7 @@ from torch.nn import functional as F
 
 from metarec.engine.inner import InnerConfig, inner_loop, masked_task_loss
 from metarec.learners.base import Adapted, Context, Learner
-from metarec.learners.feature_mlp import FeatureEncoder
+from metarec.nets.features import FeatureEncoder
 from metarec.tasks import TaskBatch
 
 

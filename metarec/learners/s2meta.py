@@ -1,6 +1,6 @@
 """s²Meta: the scenario-specific sequential meta learner (Du et al., KDD'19, section 4, Algorithm 1).
 
-Recommender (4.1): fixed pretrained user and item embeddings (:mod:`metarec.mf`), concatenated and mapped
+Recommender (4.1): fixed pretrained user and item embeddings (:mod:`metarec.nets.mf`), concatenated and mapped
 by three ReLU layers, each half as wide as the one before (128 -> 64 -> 32 -> 16 for d = 64, A.2), then a
 linear output ``f = w^T z`` (eq. 4; no output bias). ``arch="mapping"`` is the mapping module of 5.4: two
 towers (d -> d/2 -> d/4 -> d/8, ReLU between, linear last) map the user and the item embedding separately

@@ -28,10 +28,10 @@ from torch import Tensor, nn
 
 from metarec.data.types import Dataset
 from metarec.engine.inner import InnerConfig, inner_loop
+from metarec.nets.sasrec import CausalTransformer, SASRecConfig, gather_positions, recbole_init
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import position_losses, task_mean
 from metarec.seqrec.methods import SeqAdapted, SeqMethod
-from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig, gather_positions, recbole_init
 
 
 @dataclass(frozen=True)

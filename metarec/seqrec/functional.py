@@ -1,6 +1,6 @@
 """Losses and the functional inner loop for sequence networks (MML 4.4.2 eq. 18-20, PT-FT's fine-tuning).
 
-Every sequence network follows the contract of :class:`metarec.seqrec.sasrec.SASRec`: ``net(seq, pos, items)``.
+Every sequence network follows the contract of :class:`metarec.nets.sasrec.SASRec`: ``net(seq, pos, items)``.
 Per-task fast weights are a dict name -> (B, ...) tensor; :func:`vcall` is ``functional_call`` vmapped over
 the tasks (dropout draws differ per task), so a meta-batch adapts in one vectorised computation, and
 :func:`inner_adapt` runs SGD steps on every task's support positions through the shared engine

@@ -26,10 +26,10 @@ from metarec.config import config_from_dict
 from metarec.errors import MetarecError
 from metarec.io import load_torch, save_torch
 from metarec.learners.base import Model
+from metarec.nets.gru4rec import GRU4Rec, GRU4RecConfig
+from metarec.nets.sasrec import SASRec, SASRecConfig
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import fast_init, flat_mean, inner_adapt, position_losses, vcall
-from metarec.seqrec.gru4rec import GRU4Rec, GRU4RecConfig
-from metarec.seqrec.sasrec import SASRec, SASRecConfig
 
 
 @dataclass

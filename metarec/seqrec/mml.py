@@ -1,6 +1,6 @@
 """MML (Pan et al. CIKM'22): multimodal meta-learning for cold-start sequential recommendation, end to end.
 
-The network is in :mod:`metarec.seqrec.mml_net` (meta-learners, fusion) and
+The network is in :mod:`metarec.nets.mml_net` (meta-learners, fusion) and
 :mod:`metarec.seqrec.generator` (cold-start item embeddings); the modalities in
 :mod:`metarec.seqrec.modality`. This module holds the learner and the three-stage training of 4.4.2:
 
@@ -46,11 +46,11 @@ from metarec.config import apply_overrides, config_from_dict
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
 from metarec.errors import MetarecError
 from metarec.io import load_torch
+from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
 from metarec.seqrec.methods import SeqAdapted, SeqMethod
-from metarec.seqrec.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.modality import ModalityConfig
 from metarec.seqrec.train import SeqTrainConfig, fit_seq
 

@@ -39,11 +39,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from metarec.nets.sasrec import SASRec, SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.functional import flat_mean, position_losses
 from metarec.seqrec.methods import SeqAdapted, SeqMethod
 from metarec.seqrec.protocol import prefix_task
-from metarec.seqrec.sasrec import SASRec, SASRecConfig
 from metarec.tasks import Task
 
 

@@ -20,7 +20,7 @@ from metarec.learners.s2meta import (
     recommender_shapes,
     reinforce_surrogate,
 )
-from metarec.mf import MFConfig, factorize
+from metarec.nets.mf import MFConfig, factorize
 from metarec.scenario_run import scenario_context
 from metarec.scenarios import prepare_scenarios, split_triples
 from metarec.tasks import collate

@@ -12,7 +12,7 @@ from metarec.learners.base import load_learner
 from metarec.learners.emcdr import EMCDR, EMCDRConfig
 from metarec.learners.neumf import NeuMF, NeuMFConfig, fit_neumf
 from metarec.learners.scenario_ft import ScenarioFT, ScenarioFTConfig
-from metarec.mf import MFConfig
+from metarec.nets.mf import MFConfig
 from metarec.scenario_run import (
     SCENARIO_LEARNERS,
     make_run,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from metarec.nets.sasrec import SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.cbml import CBML, CBMLConfig, item_attributes
 from metarec.seqrec.evaluate import evaluate_seq, history_mask
 from metarec.seqrec.methods import DirectConfig, DirectSeq, FinetuneConfig, SeqAdapted, SeqMethod, load_seq_method
 from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
-from metarec.seqrec.sasrec import SASRecConfig
 from metarec.seqrec.sml import SML, SMLConfig, Transfer, period_tasks
 from metarec.seqrec.train import SeqTrainConfig, fit_seq
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from metarec.engine.inner import InnerConfig
+from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
+from metarec.nets.sasrec import CausalTransformer, SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.generator import ItemEmbeddingGenerator, topk_similar
 from metarec.seqrec.mml import MMLConfig, MMLModel, load_mml, save_mml, variant_config
-from metarec.seqrec.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
-from metarec.seqrec.sasrec import CausalTransformer, SASRecConfig
 from metarec.tasks import build_sequence_tasks
 from tests.conftest import require
 

@@ -7,9 +7,9 @@ import torch
 from torch.func import functional_call
 
 from metarec.engine.inner import expand_fast
+from metarec.nets.gru4rec import GRU4Rec
+from metarec.nets.sasrec import SASRec, SASRecConfig
 from metarec.seqrec.functional import vcall
-from metarec.seqrec.gru4rec import GRU4Rec
-from metarec.seqrec.sasrec import SASRec, SASRecConfig
 
 N = 30
 

@@ -2,7 +2,7 @@
 
 Item embedding -> dropout -> GRU -> linear projection to the embedding space; the score of item i at
 position t is ``e_i . h_t`` (shared item embeddings, as RecBole's GRU4Rec). Same functional contract as
-:class:`metarec.seqrec.sasrec.SASRec` (``forward(seq, pos, items=None)``). Right padding keeps the GRU
+:class:`metarec.nets.sasrec.SASRec` (``forward(seq, pos, items=None)``). Right padding keeps the GRU
 causal: a position's state never depends on what follows. Open choices: one layer, hidden size = d = 64,
 embedding dropout 0.25 (RecBole defaults); trained with BPR like every model here.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metarec.seqrec.sasrec import gather_positions
+from metarec.nets.sasrec import gather_positions
 
 
 @dataclass(frozen=True)

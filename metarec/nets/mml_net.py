@@ -22,7 +22,7 @@ Open choices (the paper leaves them open or is inconsistent):
   scalar per head and layer (``head_bias``, init 1) scaling the shared B_f. W_m is n x n (max_len), shared
   by the layers, init 0, so an untrained MML starts as vanilla SASRec attention.
 - E_m = the projected modality features (Gamma), their raw dot products as in eq. 3; the blocks are those of
-  :class:`metarec.seqrec.sasrec.SelfAttentionBlock` (post-LN residual blocks, ReLU FFN, the same dropout
+  :class:`metarec.nets.sasrec.SelfAttentionBlock` (post-LN residual blocks, ReLU FFN, the same dropout
   places; tests compare the two), so MML_ID is MAML over exactly the SASRec baseline; the input LayerNorm is
   in Theta (as in the released config's local modules), the position embedding in Gamma (as in the paper).
   Dropout draws its mask from ``torch.rand`` (``F.dropout``'s bernoulli is several times slower on CPU).
