@@ -14,7 +14,7 @@ from metarec.config import apply_overrides
 from metarec.data.features import FeatureSpace, fit_features
 from metarec.data.registry import DATASETS, load_dataset
 from metarec.data.types import data_fingerprint, to_implicit
-from metarec.engine.train import TrainConfig, fingerprint, fit
+from metarec.engine.train import TrainConfig, fingerprint, train_learner
 from metarec.engine.train import run_identity as run_identity_of
 from metarec.errors import MetarecError
 from metarec.evaluation.evaluate import evaluate_ranking, evaluate_rating
@@ -261,17 +261,13 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         state, fitted = pretrained[key]
         learner.load_state_dict(state)
         fitted = {**fitted, "best": ev(learner, prep.valid), "resumed_seconds": 0.0}
-    elif learner.meta_trained:
-        learner.prefit(prep.split.train)
-        ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
-        fitted = fit(learner, prep.pooled_train() if pooled else prep.train, lambda m: ev(m, prep.valid), run.train,
-                     checkpoint=ckpt, progress=progress, identity=identity, restart=restart,
-                     select_start=learner.select_start)
-        if pretrained is not None and pooled:
-            pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
     else:
-        learner.fit_direct(prep.split.train)
-        fitted = {"history": [], "best_epoch": 0, "best": ev(learner, prep.valid)}
+        ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
+        fitted = train_learner(learner, lambda: prep.pooled_train() if pooled else prep.train, prep.split.train,
+                               lambda m: ev(m, prep.valid), run.train, checkpoint=ckpt, progress=progress,
+                               identity=identity, restart=restart)
+        if pretrained is not None and pooled and learner.meta_trained:
+            pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     test = ev(learner, prep.test) if evaluate_test else None
     result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,

@@ -35,7 +35,7 @@ from metarec import registry
 from metarec.config import apply_overrides, config_from_dict, parse_entry
 from metarec.data.registry import load_dataset
 from metarec.data.types import data_fingerprint
-from metarec.engine.train import TrainConfig, fit
+from metarec.engine.train import TrainConfig, fit, train_learner
 from metarec.errors import MetarecError
 from metarec.io import code_version, read_record, record_codes, write_json, write_text
 from metarec.learners.base import Context, Learner, load_learner
@@ -199,17 +199,13 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
         learner, fitted = fit_neumf(make, lcfg, lambda m: fit(m, pool, valid_fn, run.train, progress=progress))
     else:
         learner = make(lcfg)
-        if learner.meta_trained:
-            tasks = pooled_tasks(data, run, "scenarios") if learner.pooled \
-                else data.train * run.repeat
-            identity = None if ckpt is None else {
-                "run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(lcfg),
-                "data": data_fingerprint(data.dataset),
-                "scenarios": data.describe()}
-            fitted = fit(learner, tasks, valid_fn, run.train, checkpoint=ckpt, progress=progress, identity=identity)
-        else:
-            learner.fit_direct(data.training_frame())
-            fitted = {"history": [], "best_epoch": 0, "best": valid_fn(learner)}
+        identity = None if ckpt is None else {
+            "run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(lcfg),
+            "data": data_fingerprint(data.dataset),
+            "scenarios": data.describe()}
+        fitted = train_learner(learner, lambda: pooled_tasks(data, run, "scenarios") if learner.pooled
+                               else data.train * run.repeat, data.training_frame(), valid_fn, run.train,
+                               checkpoint=ckpt, progress=progress, identity=identity)
     selection = None
     if learner.adapt_grid:
         selection = select_adapt(learner, learner.adapt_grid, valid_fn, run.train.select)

@@ -43,7 +43,7 @@ import torch
 from metarec import registry
 from metarec.data.features import fit_features
 from metarec.data.types import Dataset
-from metarec.engine.train import TrainConfig, fit
+from metarec.engine.train import TrainConfig, train_learner
 from metarec.errors import MetarecError
 from metarec.evaluation.metrics import global_auc, logloss
 from metarec.learners.base import Context
@@ -235,7 +235,7 @@ def train_meta(learner, data: WarmupData, cfg: WarmupConfig, tcfg: TrainConfig, 
         return {"loss": losses / max(n, 1)}
 
     t0 = time.perf_counter()
-    out = fit(learner, train, valid_fn, replace(tcfg, seed=seed), progress=progress)
+    out = train_learner(learner, lambda: train, data.split.base, valid_fn, replace(tcfg, seed=seed), progress=progress)
     seconds = time.perf_counter() - t0
     learner.eval()
     epochs = len(out["history"])

@@ -27,7 +27,7 @@ from metarec.errors import MetarecError
 from metarec.io import load_torch, plain, save_torch
 from metarec.tasks import Task, collate
 
-__all__ = ["TrainConfig", "run_identity", "fingerprint", "identity_diff", "lower_is_better", "fit"]
+__all__ = ["TrainConfig", "run_identity", "fingerprint", "identity_diff", "lower_is_better", "fit", "train_learner"]
 
 
 @dataclass(frozen=True)
@@ -207,3 +207,22 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             else copy.deepcopy(state.get("start", {})))
     return {"history": state["history"], "best_epoch": state["best_epoch"] + 1, "best": best,
             "resumed_seconds": resumed_seconds}
+
+
+def train_learner(learner, tasks: Callable[[], list[Task]], frame, valid_fn: Callable[[object], dict],
+                  cfg: TrainConfig, *, checkpoint: Path | None = None, progress: bool = True,
+                  identity: dict | None = None, restart: bool = False) -> dict:
+    """The one training step of every learner of the rating, scenario and warm-up families.
+
+    A meta-trained learner (``learner.meta_trained``) gets its declared ``prefit(frame)`` on the meta-train
+    interactions ``frame``, then :func:`fit` on ``tasks()`` (built only here: a closed-form learner never needs
+    them), its ``select_start`` deciding whether the start competes in the selection. A closed-form learner is
+    fitted on ``frame`` (``fit_direct``) and scored once on meta-valid. Returns :func:`fit`'s record
+    (``{"history", "best_epoch", "best", ...}``).
+    """
+    if learner.meta_trained:
+        learner.prefit(frame)
+        return fit(learner, tasks(), valid_fn, cfg, checkpoint=checkpoint, progress=progress, identity=identity,
+                   restart=restart, select_start=learner.select_start)
+    learner.fit_direct(frame)
+    return {"history": [], "best_epoch": 0, "best": valid_fn(learner)}
