@@ -53,3 +53,14 @@ def test_a_method_off_its_protocols_stops():
         metarec.run("sasrec", "user-cold")
     with pytest.raises(MetarecError, match="unknown protocol"):
         metarec.run("bias", "nope")
+
+
+def test_warmup_run_returns_its_phases(tmp_path):
+    from tests.ctr.warmup_data import warmup_frames
+
+    d = write_atomic(tmp_path / "w", "w", *warmup_frames())
+    over = {"warmup.old_min": 100, "warmup.k": 5, "warmup.min_test": 5, "warmup.valid_frac": 0.2,
+            "backbone.emb_dim": 4, "backbone.hidden": "8", "backbone.epochs": 1, "train.epochs": 1}
+    r = metarec.run("metaemb", "warmup", str(d), 0, overrides=over, out=tmp_path / "run")
+    assert r.model is None and set(r.result["phases"]) == {"cold", "warm-a", "warm-b", "warm-c"}
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["phases"] == r.result["phases"]
