@@ -21,6 +21,7 @@ from metarec.evaluation.evaluate import evaluate_ranking, evaluate_rating
 from metarec.io import write_json
 from metarec.learners.base import Context
 from metarec.learners.registry import LEARNERS
+from metarec.report import with_core
 from metarec.splits import SplitConfig, make_split
 from metarec.task_files import task_file_split
 from metarec.tasks import Task, TaskBatch, TaskConfig, add_negatives, build_tasks, collate, known_codes
@@ -277,6 +278,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
               "best_epoch": fitted["best_epoch"], "train_seconds": train_s, "history": fitted["history"],
               "run_config": asdict(run), "learner_config": asdict(learner_cfg),
               "split": prep.split.describe()}
+    result = with_core(result, method=run.learner, family="rating", protocol=run.split.protocol, dataset=run.dataset)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg),

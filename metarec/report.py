@@ -10,6 +10,18 @@ from metarec.data.types import Dataset
 from metarec.splits import Split
 from metarec.tasks import TaskConfig, build_tasks, task_stats
 
+# The core every family's result record shares (first, in this order); each family keeps its own keys after it
+# (rating: view, preset, split; scenario: label, per_scenario; sequential: config, stages; warm-up: phases, ...).
+# "test" and "valid" map metric names to numbers (warm-up: "auc@cold", "logloss@warm-a", ...).
+RESULT_CORE = ("method", "family", "protocol", "dataset", "seed", "test", "valid", "best_epoch", "train_seconds")
+
+
+def with_core(result: dict, *, method: str, family: str, protocol: str, dataset: str) -> dict:
+    """``result`` with the shared core's identifying keys first; the rest of the record is kept as it is (a
+    family's own value of a core key, such as a compare label as ``method``, is the caller's to set after)."""
+    core = {"method": method, "family": family, "protocol": protocol, "dataset": dataset}
+    return {**core, **{k: v for k, v in result.items() if k not in core}}
+
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
     cells = [[_fmt(c) for c in r] for r in rows]

@@ -41,7 +41,7 @@ from metarec.io import code_version, read_record, record_codes, write_json, writ
 from metarec.learners.base import Context, Learner, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.nets.mf import MFConfig, pretrained_embeddings
-from metarec.report import markdown_table, mean_std_rows
+from metarec.report import markdown_table, mean_std_rows, with_core
 from metarec.scenarios import ScenarioConfig, ScenarioData, evaluate_scenarios, prepare_scenarios
 from metarec.tasks import Task, sample_negatives
 
@@ -221,6 +221,7 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
               "test_scenarios": [t.extra["scenario"] for t in data.test]}
     if "pretrain" in fitted:
         result["pretrain"] = fitted["pretrain"]
+    result = with_core(result, method=run.learner, family="scenario", protocol="scenario", dataset=run.dataset)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "label": result["label"]})

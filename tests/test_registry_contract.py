@@ -21,6 +21,15 @@ SMALL = {"mamo": {"learner.emb_dim": 8}, "tanp": {"learner.emb_dim": 8}, "metafo
          "foldin": {"learner.iters": 2}}
 
 
+def _has_core(res: dict, name: str, family: str, protocol: str) -> None:
+    """One result schema: every family's record starts with the shared core."""
+    from metarec.report import RESULT_CORE
+
+    assert list(res)[:4] == list(RESULT_CORE[:4]) and set(RESULT_CORE) <= set(res)
+    assert (res["method"], res["family"], res["protocol"]) == (name, family, protocol)
+    assert isinstance(res["test"], dict) and isinstance(res["valid"], dict) and res["train_seconds"] >= 0
+
+
 def test_every_method_is_covered_below():
     covered = {n for n, _ in RATING_CASES} | set(registry.names("scenario")) | set(registry.names("warmup")) \
         | set(registry.names("sequential"))
@@ -63,6 +72,7 @@ def test_rating_entries(name, protocol, rating_data, tmp_path):
     prep = prepare(run)
     res = train_and_evaluate(run, lcfg, out_dir=tmp_path / "run", progress=False, prep=prep)
     assert np.isfinite(res["test"]["rmse"]) and res["test"]["tasks"] == len(prep.test)
+    _has_core(res, name, "rating", protocol)
     learner, extra = load_model(tmp_path / "run")
     assert isinstance(learner, Model) and learner.name == name
     with torch.no_grad():
@@ -81,6 +91,7 @@ def test_scenario_entries(name, tmp_path):
     run, lcfg = make_run(name, "tiny", 0, {**tiny_overrides(name), "train.epochs": 1})
     prep = prepare(run, scenario_dataset())
     res = run_scenario(run, lcfg, prep=prep, out_dir=tmp_path / "run", progress=False)
+    _has_core(res, name, "scenario", "scenario")
     learner, _ = load_model(tmp_path / "run")
     again = _evaluator(run, prep)(learner, prep.data.test)
     assert {k: again[k] for k in ("recall@10", "recall@20", "recall@50")} == \
@@ -100,6 +111,8 @@ def test_warmup_entries(name, tmp_path):
     again, _ = run_seed(warmup_dataset(), run, [name], 0, progress=False)
     assert res[0]["phases"] == again[0]["phases"]  # same seed, same numbers
     assert 0.0 <= res[0]["phases"]["cold"]["auc"] <= 1.0
+    _has_core(res[0], name, "warmup", "warmup")
+    assert res[0]["test"]["auc@warm-c"] == res[0]["phases"]["warm-c"]["auc"]
     if registry.METHODS[name].impls["warmup"].config:  # a trained learner (MetaEmb, MWUF): save and reload
         data, bb = trained_backbone()
         method, _ = make_method(name, run, data, bb, 0, progress=False)
@@ -137,6 +150,7 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     over = {"train.epochs": 1, "train.patience": 1, **(SEQ_SMALL["mml"] if mml_family else SEQ_SMALL.get(name, {}))}
     res = run_method(name, seq_data, 0, tmp_path / "run", False, over, {})
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0
+    _has_core(res, name, "sequential", "sequential")
     method, extra = load_model(tmp_path / "run")  # one loader for every family
     assert isinstance(method, Model) and extra["method"] == name and method.name == name
     assert evaluate_seq(method, seq_data.test, seq_data.n_items) == res["test"]

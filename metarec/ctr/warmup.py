@@ -50,6 +50,7 @@ from metarec.learners.base import Context
 from metarec.learners.metaemb import MetaEmb, MetaEmbConfig
 from metarec.learners.mwuf import MWUF, MWUFConfig
 from metarec.nets.deepfm import BackboneConfig, DeepFM, WarmUpdate, fit_backbone, sgd_update
+from metarec.report import with_core
 from metarec.tasks import Task, collate
 
 PHASES = ("cold", "warm-a", "warm-b", "warm-c")
@@ -330,8 +331,12 @@ def run_seed(ds: Dataset, run: WarmupRun, methods: list[str], seed: int, progres
         t0 = time.perf_counter()
         phases = run_protocol(backbone, method, data, run.warmup.update, run.warmup.eval_batch)
         info = {k: v for k, v in info.items() if k != "history"}
-        results.append({"method": name, "seed": seed, "phases": phases, "train": info,
-                        "protocol_seconds": time.perf_counter() - t0})
+        results.append(with_core(
+            {"seed": seed, "test": {f"{m}@{p}": v for p, d in phases.items() for m, v in d.items()},
+             "valid": {"loss": info["valid_loss"]} if "valid_loss" in info else {},
+             "best_epoch": info.get("best_epoch", 0), "train_seconds": info.get("seconds", 0.0),
+             "phases": phases, "train": info, "protocol_seconds": time.perf_counter() - t0},
+            method=name, family="warmup", protocol="warmup", dataset=ds.name))
         if on_step is not None:
             on_step(name)
     return results, {"backbone": bb_info, "split": data.split.describe(), "config": asdict(run)}

@@ -28,8 +28,12 @@ from metarec.errors import MetarecError
 
 def run_method(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
     """Train and evaluate the registered sequential method ``name`` for one seed."""
+    from metarec.report import with_core
+
     run = registry.method(name).impl("sequential").load()
-    return run(name, data, seed, out_dir, progress, overrides, cache)
+    res = run(name, data, seed, out_dir, progress, overrides, cache)
+    return with_core(res, method=res.get("method", name), family="sequential", protocol="sequential",
+                     dataset=data.dataset.name)
 
 
 # ------------------------------------------------------------------------------------------- helpers
