@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from metarec import registry
-from metarec.errors import MetarecError
 from metarec.models import load_model
 
 __all__ = ["RunResult", "run"]
@@ -45,10 +44,8 @@ def run(learner: str, protocol: str = "user-cold", dataset: str = "ml-100k", see
     sequential protocol (``SeqProtocolConfig`` fields, e.g. ``{"n_support": 10, "max_len": 50}``).
     ``out``: keep model.pt and results.json there (default: a temporary folder, removed after loading).
     """
+    registry.require(learner, protocol)  # one line for an unknown name or protocol, or a protocol off the method's
     family = registry.family_of(protocol)
-    if protocol not in registry.method(learner).protocols:
-        raise MetarecError(f"{learner} does not run on the {protocol} protocol (it runs on "
-                           f"{', '.join(registry.method(learner).protocols)})")
     over = dict(overrides or {})
     if out is not None:
         return _run(family, learner, protocol, dataset, seed, over, view, preset, task_file, sequential,

@@ -51,17 +51,12 @@ def check_protocol(learner: str, protocol: str) -> None:
     """Stop with one line unless the registered method ``learner`` runs on ``protocol`` (a rating protocol)."""
     from metarec import registry
 
-    m = registry.method(learner)  # an unknown name stops with the list of registered methods
+    registry.method(learner)  # an unknown name stops with the list of registered methods
     if registry.family_of(protocol) != "rating":
         rating = [p for p, f in registry.PROTOCOLS.items() if f == "rating"]
         raise MetarecError(f"the {protocol} protocol has its own runner (`metarec compare --protocol {protocol}`); "
                            f"this command takes the rating protocols ({', '.join(rating)})")
-    if protocol not in m.protocols:
-        fam = registry.family_of(protocol)
-        other = [p for p in m.protocols if registry.PROTOCOLS[p] != fam]
-        hint = f": use --protocol {other[0]}" if other else ""
-        raise MetarecError(f"{learner} does not run on the {protocol} protocol (it runs on {', '.join(m.protocols)})"
-                           f"{hint}; the {protocol} methods are {', '.join(registry.for_protocol(protocol))}")
+    registry.require(learner, protocol)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from metarec.errors import MetarecError
 
 __all__ = ["RATING_STATES", "PROTOCOLS", "FAMILIES", "Impl", "Method", "METHODS", "resolve", "method", "names",
-           "for_protocol", "family_of"]
+           "for_protocol", "family_of", "require"]
 
 RATING_STATES = ("warm", "user-cold", "item-cold", "user-item-cold")
 # protocol -> the family whose runner serves it
@@ -228,6 +228,19 @@ def names(family: str) -> tuple[str, ...]:
 def for_protocol(protocol: str) -> tuple[str, ...]:
     """The methods that run on ``protocol``."""
     return tuple(n for n, m in METHODS.items() if protocol in m.protocols)
+
+
+def require(name: str, protocol: str) -> Method:
+    """The method ``name``, after one-line stops for an unknown name, an unknown protocol, or a protocol the
+    method does not run on (naming a protocol of another family it does run on)."""
+    m = method(name)
+    fam = family_of(protocol)
+    if protocol not in m.protocols:
+        other = [p for p in m.protocols if PROTOCOLS[p] != fam]
+        hint = f": use --protocol {other[0]}" if other else ""
+        raise MetarecError(f"{name} does not run on the {protocol} protocol (it runs on {', '.join(m.protocols)})"
+                           f"{hint}; the {protocol} methods are {', '.join(for_protocol(protocol))}")
+    return m
 
 
 def family_of(protocol: str) -> str:

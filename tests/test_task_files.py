@@ -108,16 +108,19 @@ def test_cli_train_on_a_task_file_and_its_errors(tmp_path, tiny_dir, capsys):
         assert text in err and "\n" not in err
 
 
-def test_an_exported_split_runs_as_the_original(tmp_path, tiny_dir):
-    """write_task_file of a user-cold split, read back by the tasks protocol: the same tasks, the same numbers."""
-    run, lcfg = make_config("bias", str(tiny_dir), "user-cold", 0, "explicit", {})
+@pytest.mark.parametrize("learner", ["bias", "melu"])
+def test_an_exported_split_runs_as_the_original(tmp_path, tiny_dir, learner):
+    """write_task_file of a user-cold split, read back by the tasks protocol: the same tasks, the same numbers
+    (a closed-form learner and a meta-trained one)."""
+    over = {"train.epochs": 1} if learner == "melu" else {}
+    run, lcfg = make_config(learner, str(tiny_dir), "user-cold", 0, "explicit", over)
     prep = prepare(run)
     path = tmp_path / "exported.json"
     write_task_file(path, prep.dataset, {"train": prep.train, "valid": prep.valid, "test": prep.test},
                     train_log=prep.split.train)
     df, named = read_task_file(path)
     assert named == prep.dataset.name and set(df["part"]) == {"train", "valid", "test"}
-    run2, lcfg2 = make_config("bias", str(tiny_dir), "tasks", 0, "explicit", {"split.task_file": str(path)})
+    run2, lcfg2 = make_config(learner, str(tiny_dir), "tasks", 0, "explicit", {**over, "split.task_file": str(path)})
     prep2 = prepare(run2)
     for a, b in ((prep.train, prep2.train), (prep.valid, prep2.valid), (prep.test, prep2.test)):
         assert [(t.owner, t.s_item.tolist(), t.q_item.tolist()) for t in a] == \

@@ -84,7 +84,6 @@ ORDERS = ("second", "first", "none")
 
 
 def inner_loop(
-    module: nn.Module | None,
     fast: dict[str, Tensor],
     support_loss: Callable[..., Tensor],
     steps: int,

@@ -116,7 +116,7 @@ class EMCDR(Learner):
             return (err * m).sum(1) / m.sum(1).clamp_min(1.0)
 
         # full-batch gradient descent per scenario: the engine's loop, nothing back-propagates through it
-        return inner_loop(None, self._mapping_init(len(src)), loss, cfg.steps, cfg.lr, order="none",
+        return inner_loop(self._mapping_init(len(src)), loss, cfg.steps, cfg.lr, order="none",
                           update=sgd_step_unfused)
 
     def adapt(self, support: TaskBatch) -> Adapted:

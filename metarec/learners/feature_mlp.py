@@ -120,7 +120,7 @@ class FeatureMLP(Learner):
         def support_loss(f):
             return masked_task_loss(self._head(f, x_s), batch.s_rating, batch.s_mask, self.loss_kind)  # (B,)
 
-        return inner_loop(self.head, fast, support_loss, steps, self._lr(), first_order)
+        return inner_loop(fast, support_loss, steps, self._lr(), first_order)
 
     # --- the fast path ----------------------------------------------------------------------------------
     def _later(self) -> list[str]:

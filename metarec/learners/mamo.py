@@ -205,7 +205,7 @@ class MAMO(Learner):
             if step == 0 and want_user_grad:
                 kept.update({k: grads[k].detach() for k in self.user_names})
 
-        fast = inner_loop(None, fast, lambda f: masked_task_loss(self._forward(f, xu, xi), y, mask, self.loss_kind),
+        fast = inner_loop(fast, lambda f: masked_task_loss(self._forward(f, xu, xi), y, mask, self.loss_kind),
                           cfg.steps, cfg.lr, first_order, on_step=keep_user_grad)
         return fast, (kept or None) if want_user_grad else None
 

@@ -77,6 +77,6 @@ class ScenarioFT(ScenarioRecommender):
         K = _negatives_per_positive(support.s_rating, support.s_mask)
         u, i, j, m = split_triples(support.s_user, support.s_item, support.s_rating, support.s_mask, K)
         # the engine's loop, test-time only (order "none"); step t pairs each positive with its t-th negative
-        theta = inner_loop(None, self._theta(len(support)), lambda th, t: self._hinge(th, u, i, j[:, :, t % K], m),
+        theta = inner_loop(self._theta(len(support)), lambda th, t: self._hinge(th, u, i, j[:, :, t % K], m),
                            cfg.steps, cfg.lr, order="none", update=sgd_step_unfused, step_arg=True)
         return self.adapted_from(theta, support.owner)

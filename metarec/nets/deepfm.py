@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from metarec.engine.inner import ORDERS, inner_loop, masked_task_loss, sgd_step_unfused
+from metarec.engine.inner import inner_loop, masked_task_loss, sgd_step_unfused
 from metarec.errors import MetarecError
 from metarec.nets.context import Context
 from metarec.nets.mlp import mlp
@@ -202,8 +202,6 @@ def sgd_update(backbone: DeepFM, raw: Tensor, effective: Callable[[Tensor], Tens
     ``raw`` but its gradients are constants: first order) or "second" (``create_graph``: true second order).
     Returns the updated ``raw`` and the (B,) losses before the first step.
     """
-    if graph not in ORDERS:
-        raise ValueError(f"unknown graph mode {graph!r}")
     kept: list[Tensor] = []
 
     def keep_first_loss(step, loss, grads):  # the losses before the first step (MWUF's and MetaEmb's cold loss)
@@ -212,10 +210,11 @@ def sgd_update(backbone: DeepFM, raw: Tensor, effective: Callable[[Tensor], Tens
 
     # the engine's loop over the (B, d) ID parameters; its graph kept in first order: the caller back-propagates
     # through the recorded first losses
-    fast = inner_loop(None, {"raw": raw}, lambda f: backbone.item_loss(effective(f["raw"]), users, items, labels,
-                                                                        mask),
-                      update.steps, update.lr, order=graph, update=sgd_step_unfused, on_step=keep_first_loss,
-                      retain_graph=True)
+    def loss(f):  # (B,) each item's mean BCE over its batch
+        return backbone.item_loss(effective(f["raw"]), users, items, labels, mask)
+
+    fast = inner_loop({"raw": raw}, loss, update.steps, update.lr, order=graph, update=sgd_step_unfused,
+                      on_step=keep_first_loss, retain_graph=True)
     raw = fast["raw"]
     if not kept:  # no step: the loss of the parameters as they are
         kept.append(backbone.item_loss(effective(raw), users, items, labels, mask))

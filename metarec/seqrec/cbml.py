@@ -125,7 +125,7 @@ class CBML(SeqMethod):
                                         self.config.loss, self.pool, generator)
             return task_mean(per, mask)  # (B,)
 
-        return inner_loop(self, {"W": W, "b": b}, support_loss, inner.steps, inner.lr, inner.first_order)
+        return inner_loop({"W": W, "b": b}, support_loss, inner.steps, inner.lr, inner.first_order)
 
     # ------------------------------------------------------------------------------------------ contract
     def loss(self, batch: SeqBatch) -> Tensor:

@@ -104,7 +104,7 @@ def inner_adapt(net: nn.Module, batch: SeqBatch, fast: dict[str, Tensor], steps:
                                     generator)
         return task_mean(per, mask)  # (B,)
 
-    return inner_loop(net, fast, support_loss, steps, lr, first_order)
+    return inner_loop(fast, support_loss, steps, lr, first_order)
 
 
 def maml_loss(net: nn.Module, batch: SeqBatch, inner: InnerConfig, kind: str = "bpr", pool: Tensor | None = None,

@@ -195,7 +195,7 @@ class MMLModel(SeqMethod):
         def support_loss(f):
             return self._bpr(f, ctx, batch, neg, batch.s_mask, training)  # (B,)
 
-        return inner_loop(self, fast, support_loss, inner.steps, inner.lr, first_order)
+        return inner_loop(fast, support_loss, inner.steps, inner.lr, first_order)
 
     # ------------------------------------------------------------------------------------- stage losses
     def loss(self, batch: SeqBatch) -> Tensor:
