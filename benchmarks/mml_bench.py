@@ -127,7 +127,7 @@ def batched_users(model: MMLModel, repeats: int) -> dict:
 
     def run():
         adapted = model.adapt(batch.support_only())
-        adapted.score(batch.seq, batch.q_pos)
+        adapted.score_next(batch.seq, batch.q_pos)
 
     t = timed(run, repeats)
     return {"c": model.n_items, "users": 64, "seconds": t, "users_per_s": 64 / t}
@@ -146,7 +146,7 @@ def training_throughput(n_items: int, repeats: int) -> list[dict]:
         opt = torch.optim.Adam(params, lr=1e-3)
 
         def step(model=model, opt=opt):
-            loss = model.loss(batch)
+            loss = model.meta_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,7 +6,7 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seqrec_bench.py [--dataset 
 Workload: the MML protocol of ``metarec.seqrec.protocol`` (defaults: 10 % new users, warm-up 10, 5 queries,
 max length 50) on the real dataset; untrained models with the command's default configurations (speed does
 not depend on the weights).
-- Training throughput: sequences (meta-train windows / tasks) per second of ``method.loss(collate_seq(batch))``
+- Training throughput: sequences (meta-train windows / tasks) per second of ``method.meta_loss(collate_seq(batch))``
   + backward + Adam step, at the method's training batch size (the step as ``fit_seq`` runs it, collation
   included); median of repeats after warm-up. SML is timed in its sequential stage (steps 1 and 2 of a
   period, per sequence of period data).
@@ -127,7 +127,7 @@ def train_throughput(name: str, method, data, batch: int, steps: int, repeats: i
 
         def step():
             chunk = [tasks[j] for j in rng.choice(len(tasks), size=min(batch, len(tasks)), replace=False)]
-            loss = method.loss(collate_seq(chunk))
+            loss = method.meta_loss(collate_seq(chunk))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -149,7 +149,7 @@ def latency(name: str, method, data, users: int, repeats: int) -> dict:
 
     def request(chunk):
         b = collate_seq(chunk)
-        scores = method.adapt(b.support_only()).score(b.seq, b.q_pos)  # (B, Q, N)
+        scores = method.adapt(b.support_only()).score_next(b.seq, b.q_pos)  # (B, Q, N)
         rank_rows(scores, b, data.n_items)
 
     request(tasks[:1])

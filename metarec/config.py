@@ -113,7 +113,9 @@ def read_config_file(path: str | None) -> dict:
 
 
 def config_from_dict(cls, d: dict):
-    """Rebuild a (possibly nested) frozen config dataclass from ``asdict`` output."""
+    """Rebuild a (possibly nested) frozen config dataclass from ``asdict`` output. A class's ``renamed`` (old field
+    name -> new) reads what older files wrote under a field's former name."""
+    d = {getattr(cls, "renamed", {}).get(k, k): v for k, v in d.items()}
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in d:

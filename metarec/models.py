@@ -6,17 +6,18 @@ from pathlib import Path
 
 from metarec.errors import MetarecError
 from metarec.io import load_torch
-from metarec.learners.base import Model, load_learner
-from metarec.seqrec.methods import load_seq_method
+from metarec.learners.base import Learner, load_learner
 
 __all__ = ["load_model", "is_sequence_model"]
 
 
 def is_sequence_model(blob) -> bool:
-    return isinstance(blob, dict) and "learner" not in blob and "n_items" in blob
+    """A saved sequential model (older files: no "learner" key, an "n_items" one)."""
+    return isinstance(blob, dict) and (blob.get("family") == "sequential" or ("learner" not in blob
+                                                                            and "n_items" in blob))
 
 
-def load_model(path: str | Path) -> tuple[Model, dict]:
+def load_model(path: str | Path) -> tuple[Learner, dict]:
     """The model in ``path`` (a model.pt, or its run directory) and the ``extra`` it was saved with. The file is
     read with ``weights_only`` (it cannot run code); anything but a metarec model file stops with one line."""
     path = Path(path)
@@ -25,8 +26,6 @@ def load_model(path: str | Path) -> tuple[Model, dict]:
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
     blob = load_torch(path, "model")
-    if is_sequence_model(blob):
-        return load_seq_method(path, blob)
-    if isinstance(blob, dict) and "learner" in blob:
+    if isinstance(blob, dict) and ("learner" in blob or is_sequence_model(blob)):
         return load_learner(path, blob)
     raise MetarecError(f"{path}: not a metarec model file")

@@ -51,8 +51,8 @@ def main(argv=None) -> None:
         sys.exit(f"error: no model.pt in {', '.join(missing)} (run folders are under runs/seqrec/DATASET/)")
 
     from metarec.data.registry import load_dataset
+    from metarec.learners.base import load_learner
     from metarec.seqrec.evaluate import evaluate_seq
-    from metarec.seqrec.methods import load_seq_method
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     data = make_seq_protocol(load_dataset(args.dataset), SeqProtocolConfig(max_len=args.max_len))
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     for run in map(Path, args.runs):
         entry = {"run": str(run), "history": stage1_history(run), "settings": []}
         for steps, lr, fusion in SETTINGS:
-            method, _ = load_seq_method(run / "model.pt")
+            method, _ = load_learner(run / "model.pt")
             if fusion == "average":
                 if not bool(method.ready[1]):
                     continue  # no fusion layer to replace (mml-nofusion, single learners)

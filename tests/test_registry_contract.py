@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metarec import registry
-from metarec.learners.base import Model
+from metarec.learners.base import Learner
 from metarec.models import load_model
 
 RATING_CASES = [(n, p) for n in registry.names("rating") for p in registry.method(n).protocols
@@ -71,7 +71,7 @@ def test_rating_entries(name, protocol, rating_data, tmp_path):
     assert np.isfinite(res["test"]["rmse"]) and res["test"]["tasks"] == len(prep.test)
     _has_core(res, name, "rating", protocol)
     learner, extra = load_model(tmp_path / "run")
-    assert isinstance(learner, Model) and learner.name == name
+    assert isinstance(learner, Learner) and learner.name == name
     with torch.no_grad():
         again = evaluator(run, prep)(learner, prep.test)
     assert again == res["test"]  # the reloaded model predicts exactly the same
@@ -128,8 +128,8 @@ def seq_data():
                              SeqProtocolConfig(n_support=5, n_query=3, max_len=20, valid_frac=0.2))
 
 
-SEQ_SMALL = {"mml": {"model.net.dim": 8, "model.net.fusion_hidden": 4, "model.inner.steps": 1, "train.batch": 64},
-             "cbml": {"train.batch": 64},
+SEQ_SMALL = {"mml": {"model.net.dim": 8, "model.net.fusion_hidden": 4, "model.inner.steps": 1, "train.meta_batch": 64},
+             "cbml": {"train.meta_batch": 64},
              "sml": {"model.periods": 3, "model.pretrain_periods": 1, "model.hat_steps": 2, "model.transfer_steps": 2}}
 
 
@@ -149,7 +149,7 @@ def test_sequential_entries(name, seq_data, tmp_path, monkeypatch):
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0
     _has_core(res, name, "sequential", "sequential")
     method, extra = load_model(tmp_path / "run")  # one loader for every family
-    assert isinstance(method, Model) and extra["method"] == name and method.name == name
+    assert isinstance(method, Learner) and extra["method"] == name and method.name == name
     assert evaluate_seq(method, seq_data.test, seq_data.n_items) == res["test"]
     twice = run_method(name, seq_data, 0, None, False, over, {})
     assert twice["test"] == res["test"]

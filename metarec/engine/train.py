@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ class TrainConfig:
     patience: int = 5  # epochs without improvement on meta-valid before stopping
     select: str = "rmse"  # the meta-valid metric that selects the model
     seed: int = 0
+    renamed: ClassVar[dict] = {"batch": "meta_batch"}  # the sequence models' files before the one TrainConfig
 
     def __post_init__(self):
         from metarec.checks import METRIC, check

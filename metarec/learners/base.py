@@ -1,8 +1,12 @@
-"""What every learner shares: the feature context, the ``adapt``/``score`` verbs, save and load.
+"""The one base class of every method of every family: the ``adapt``/``score`` verbs, save and load.
 
-``adapted = learner.adapt(support)`` returns an :class:`Adapted` for the tasks of a ``TaskBatch``;
-``adapted.score(users, items)`` gives (B, Q) scores for pairs and ``adapted.score_items(items)`` (B, N)
-scores of every task's owner against N candidate items. Training, evaluation and serving all use them.
+``adapted = learner.adapt(support)`` returns an :class:`Adapted` for the B tasks of a support batch (a
+``TaskBatch``; for the sequential models a ``SeqBatch``); ``adapted.score(users, items)`` gives (B, Q) scores for
+pairs and ``adapted.score_items(items)`` (B, N) scores of every task's owner against N candidate items (for a
+sequential model: of each candidate as the item that follows the task's support sequence);
+``adapted.score_next(seq, pos)`` the sequential models' (B, P, n_items) next-item scores at output positions of
+sequences. Training, evaluation and serving all use them. Every learner saves into one file format (registry name,
+family, config, context, weights) that :func:`load_learner` reads back through the registry.
 """
 
 from __future__ import annotations
@@ -30,40 +34,28 @@ class Adapted:
     # optional: (users (B, U), items (B, N)) -> (B, U, N), every user of a task against every item of it; equal
     # to ``score`` on the flattened grid, offered by models that factorise (scored faster than pair by pair)
     score_grid: Callable[[Tensor, Tensor], Tensor] | None = None
+    # sequential models: (seq (B, L) item codes, pos (B, P) output positions) -> (B, P, n_items) scores of every
+    # item as the one that follows position p of the sequence; None for the models that score pairs only
+    score_next: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
-class Model(nn.Module):
-    """The root of every trained method of every family: :class:`Learner` (rating, scenario and warm-up learners)
-    and ``metarec.seqrec.methods.SeqMethod`` (the sequential models). Each has its registry ``name``, its frozen
-    ``config``, ``adapt(support)`` returning the adapted scorer (:class:`Adapted` scores user-item pairs and item
-    lists; ``SeqAdapted`` the next items at positions of a sequence) and ``save(path, extra)``, read back by
-    ``metarec.models.load_model`` through the registry."""
-
-    name: str = ""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-
-    def adapt(self, support):
-        raise NotImplementedError
-
-    def save(self, path: Path, extra: dict | None = None) -> None:
-        raise NotImplementedError
-
-
-class Learner(Model):
-    """Base class. Subclasses set ``name`` and ``Config`` and implement ``adapt`` (and ``meta_loss`` when
-    ``meta_trained``); ``fit_direct`` is for closed-form models fitted on the meta-train interactions."""
+class Learner(nn.Module):
+    """The base class of every method of every family (rating, scenario and warm-up learners; the sequential
+    models through ``metarec.seqrec.methods.SeqMethod``). Subclasses set ``name`` and ``Config`` and implement
+    ``adapt`` (and ``meta_loss``, the training objective of one batch, when ``meta_trained``); ``fit_direct`` is for
+    closed-form models fitted on the meta-train interactions. ``ctx``: what the learner knows about users and items
+    (the feature :class:`Context`; the sequential models' item count)."""
 
     name: str = ""
+    family: str = ""  # the registry family it was saved from ("" = found by name among the Learner families)
     meta_trained: bool = True
     select_start: bool = False  # the learner before meta-training (its prefit start) competes in model selection
     loss_kind: str = "mse"
 
-    def __init__(self, ctx: Context, config):
-        super().__init__(config)
+    def __init__(self, ctx, config):
+        super().__init__()
         self.ctx = ctx
+        self.config = config
 
     # declared hooks (defaults here; the runners call them instead of probing with hasattr/getattr):
     last_steps: float | None = None  # learners with a learned number of adaptation steps (s²Meta): the last mean
@@ -99,10 +91,23 @@ class Learner(Model):
     def adapt(self, support: TaskBatch) -> Adapted:
         raise NotImplementedError
 
+    def context_state(self) -> dict:
+        """What ``from_saved`` needs besides config and weights to rebuild the learner (plain data)."""
+        return self.ctx.state()
+
+    @classmethod
+    def from_saved(cls, context: dict, config, state: dict) -> Learner:
+        """The learner of a saved file, before its weights are loaded."""
+        ctx = Context(context["user_codes"], context["item_codes"], context["item_genre"],
+                      list(context["user_cards"]), list(context["item_cards"]), context.get("item_ids"))
+        return cls(ctx, config)
+
     def save(self, path: Path, extra: dict | None = None) -> None:
-        """One file: learner name, config, feature context (vocab codes) and weights; written atomically."""
-        blob = {"learner": self.name, "config": _to_plain(self.config), "context": self.ctx.state(),
-                "state": self.state_dict(), "extra": extra or {}}
+        """One file for every family: registry name, family and class, config, context and weights; written
+        atomically."""
+        blob = {"learner": self.name, "family": self.family, "cls": type(self).__name__,
+                "config": _to_plain(self.config), "context": self.context_state(), "state": self.state_dict(),
+                "extra": extra or {}}
         save_torch(Path(path), blob)
 
 
@@ -110,19 +115,49 @@ def _to_plain(cfg):
     return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
 
 
-def load_learner(path: Path, blob: dict | None = None) -> tuple[Learner, dict]:
-    """A saved learner (``blob``: its file's content when the caller has read it already)."""
+def _sequential_impl(blob: dict):
+    """The sequential registry entry that wrote ``blob``: by method name, else (files written before the name was
+    recorded) by the class name of a registered entry."""
+    from metarec import registry
+
+    name = blob.get("learner") or (blob.get("extra") or {}).get("method") or blob.get("name")
+    seq = registry.names("sequential")
+    if name in seq:
+        return registry.method(name).impl("sequential")
+    for n in seq:
+        impl = registry.method(n).impl("sequential")
+        if impl.model.rpartition(":")[2] == blob.get("cls"):
+            return impl
+    raise KeyError(f"no registered sequential method {name!r} or class {blob.get('cls')!r}")
+
+
+def _is_sequential(blob: dict) -> bool:
+    return blob.get("family") == "sequential" or "learner" not in blob  # older sequence files: no "learner" key
+
+
+def _saved_class(blob: dict) -> tuple[type, type]:
+    """The class and config class of the registry entry that wrote ``blob``."""
+    from metarec import registry
     from metarec.learners.registry import LEARNERS
 
+    if _is_sequential(blob):
+        impl = _sequential_impl(blob)
+        return registry.resolve(impl.model), impl.config_cls()
+    spec = LEARNERS[blob["learner"]]
+    return spec.cls, spec.config_cls
+
+
+def load_learner(path: Path, blob: dict | None = None) -> tuple[Learner, dict]:
+    """A saved learner of any family, found in the registry by its name (``blob``: its file's content when the
+    caller has read it already). The file is read with ``weights_only``: it cannot run code."""
     if blob is None:
-        blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
+        blob = load_torch(Path(path), "model")
     try:
-        spec = LEARNERS[blob["learner"]]
-        cfg = config_from_dict(spec.config_cls, blob["config"])
-        c = blob["context"]
-        ctx = Context(c["user_codes"], c["item_codes"], c["item_genre"], list(c["user_cards"]),
-                      list(c["item_cards"]), c.get("item_ids"))
-        learner = spec.cls(ctx, cfg)
+        cls, cfg_cls = _saved_class(blob)
+        context = blob["context"] if "context" in blob else {"n_items": blob["n_items"]}  # older sequence files
+        learner = cls.from_saved(context, config_from_dict(cfg_cls, blob["config"]), blob["state"])
+        if _is_sequential(blob):  # one class serves several entries (DirectSeq: sasrec, gru4rec, full, ptft)
+            learner.name = blob.get("learner") or blob.get("name") or (blob.get("extra") or {}).get("method", "")
         learner.load_state_dict(blob["state"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise MetarecError(f"{path}: not a metarec model file ({type(e).__name__}: "

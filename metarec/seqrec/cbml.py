@@ -28,10 +28,11 @@ from torch import Tensor, nn
 
 from metarec.data.types import Dataset
 from metarec.engine.inner import InnerConfig, inner_loop
+from metarec.learners.base import Adapted
 from metarec.nets.sasrec import CausalTransformer, SASRecConfig, gather_positions, recbole_init
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import position_losses, task_mean
-from metarec.seqrec.methods import SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqMethod, seq_adapted
 
 
 @dataclass(frozen=True)
@@ -128,17 +129,17 @@ class CBML(SeqMethod):
         return inner_loop({"W": W, "b": b}, support_loss, inner.steps, inner.lr, inner.first_order)
 
     # ------------------------------------------------------------------------------------------ contract
-    def loss(self, batch: SeqBatch) -> Tensor:
+    def meta_loss(self, batch: SeqBatch) -> Tensor:
         h = self.encode(batch.seq)  # (B, L, D) causal: support outputs never see the query
         fast = self._adapt_fast(batch, h)
         per, mask = position_losses(lambda s, p, i: self._score(h, fast["W"], fast["b"], p, i), batch, "query",
                                     self.config.loss, self.pool)
         return task_mean(per, mask).mean()
 
-    def adapt(self, batch: SeqBatch) -> SeqAdapted:
+    def adapt(self, batch: SeqBatch) -> Adapted:
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(batch.owner.sum()))
         sup = batch.support_only()
         fast = {k: v.detach() for k, v in self._adapt_fast(sup, self.encode(sup.seq), gen).items()}
-        return SeqAdapted(lambda seq, pos: self._score(self.encode(seq), fast["W"], fast["b"], pos, None))
+        return seq_adapted(batch, lambda seq, pos: self._score(self.encode(seq), fast["W"], fast["b"], pos, None))
 
 

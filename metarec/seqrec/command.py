@@ -199,16 +199,16 @@ def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=N
 
 def direct_train_default():
     """Training of the non-meta networks (SASRec, GRU4Rec, Full, PT-FT's pre-training, SML's W_0)."""
-    from metarec.seqrec.train import SeqTrainConfig
+    from metarec.seqrec.train import seq_train_config
 
-    return SeqTrainConfig(epochs=100, batch=128, lr=1e-3, patience=10)
+    return seq_train_config(epochs=100, meta_batch=128, lr=1e-3, patience=10)
 
 
 def meta_train_default():
     """Meta-training (CBML; MML 5.1.3: global rate 1e-3 within the paper's grid, early stopping on meta-valid)."""
-    from metarec.seqrec.train import SeqTrainConfig
+    from metarec.seqrec.train import seq_train_config
 
-    return SeqTrainConfig(epochs=100, batch=64, lr=1e-3, patience=10)
+    return seq_train_config(epochs=100, meta_batch=64, lr=1e-3, patience=10)
 
 
 # ------------------------------------------------------------------------------------------- command

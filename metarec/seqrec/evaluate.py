@@ -52,7 +52,7 @@ def evaluate_seq(method, tasks: list[Task], n_items: int, batch_size: int = 64, 
     for i in range(0, len(tasks), batch_size):
         b = collate_seq(tasks[i: i + batch_size])
         adapted = method.adapt(b.support_only())
-        scores = adapted.score(b.seq, b.q_pos)  # (B, Q, N)
+        scores = adapted.score_next(b.seq, b.q_pos)  # (B, Q, N)
         ranks, pos, own = rank_rows(scores, b, n_items)
         owners.append(own)
         for m in SEQ_METRICS:

@@ -1,7 +1,10 @@
 """Sequence methods: the adapt/score contract, save/load, and the non-meta baselines of MML 5.1.2.
 
-``adapted = method.adapt(batch.support_only())``; ``adapted.score(seq (B, L), pos (B, P))`` gives (B, P,
-n_items) scores of every item at the given output positions, for the tasks the method adapted to.
+``adapted = method.adapt(batch.support_only())`` is the one base class's :class:`~metarec.learners.base.Adapted`:
+``adapted.score_next(seq (B, L), pos (B, P))`` gives (B, P, n_items) scores of every item at the given output
+positions, for the tasks the method adapted to; ``adapted.score_items(items)`` (B, N) scores of the candidate
+items as the next one after each task's support sequence (what serving ranks), ``adapted.score`` the same for
+(B, Q) items.
 
 :class:`DirectSeq` is one class for four baselines:
 - ``sasrec`` / ``gru4rec``: the network trained on the old users' sequences (every target of every
@@ -16,77 +19,64 @@ n_items) scores of every item at the given output positions, for the tasks the m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, is_dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from metarec.config import config_from_dict
-from metarec.errors import MetarecError
-from metarec.io import load_torch, save_torch
-from metarec.learners.base import Model
+from metarec.learners.base import Adapted, Learner
 from metarec.nets.gru4rec import GRU4Rec, GRU4RecConfig
 from metarec.nets.sasrec import SASRec, SASRecConfig
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import fast_init, flat_mean, inner_adapt, position_losses, vcall
 
 
-@dataclass
-class SeqAdapted:
-    """A method adapted to B tasks. score: (seq (B, L) codes, pos (B, P)) -> (B, P, n_items)."""
+def seq_adapted(support: SeqBatch, score_next: Callable[[Tensor, Tensor], Tensor]) -> Adapted:
+    """The :class:`Adapted` of a sequential model adapted to the B tasks of ``support`` (its ``support_only``
+    view), from its next-item scorer ``score_next``: (seq (B, L), pos (B, P)) -> (B, P, n_items)."""
+    last = (support.length - 1).clamp_min(0)[:, None]  # (B, 1) the output position after the known sequence
 
-    score: Callable[[Tensor, Tensor], Tensor]
+    def score_items(items: Tensor) -> Tensor:  # items (N,) indices -> (B, N)
+        return score_next(support.seq, last)[:, 0, items]
+
+    def score(users: Tensor, items: Tensor) -> Tensor:  # (B, Q) item indices -> (B, Q); users: the owners
+        return torch.take_along_dim(score_next(support.seq, last)[:, 0], items, dim=1)
+
+    return Adapted(owners=support.owner, score=score, score_items=score_items, score_next=score_next)
 
 
-class SeqMethod(Model):
-    """Base class of the sequential models (a :class:`~metarec.learners.base.Model`): ``loss`` (training
-    objective of one batch), ``adapt``, ``train_tasks``, save/load."""
+class SeqMethod(Learner):
+    """The sequential models' part of the one base class: ``meta_loss`` (the training objective of one batch of
+    sequences: a direct loss for SASRec/GRU4Rec/Full, a meta loss for the MAML-style methods), ``adapt`` (to
+    :func:`seq_adapted`), ``train_tasks``; saved and loaded as every learner is. ``ctx``: the item count (items
+    are known by code, no features)."""
+
+    family = "sequential"
 
     def __init__(self, n_items: int, config, pool: Tensor | None = None):
-        super().__init__(config)
+        super().__init__({"n_items": n_items}, config)
         self.n_items = n_items
         # items negatives are drawn from: those of the training data (new items do not exist yet)
         self.register_buffer("pool", torch.arange(n_items) if pool is None else torch.as_tensor(pool).long())
 
+    def context_state(self) -> dict:
+        return {"n_items": self.n_items}
+
+    @classmethod
+    def from_saved(cls, context: dict, config, state: dict) -> SeqMethod:
+        return cls(context["n_items"], config, pool=state["pool"])
+
     def train_tasks(self, data) -> list:
         return data.train
 
-    def loss(self, batch: SeqBatch) -> Tensor:
+    def meta_loss(self, batch: SeqBatch) -> Tensor:
         raise NotImplementedError
 
-    def adapt(self, batch: SeqBatch) -> SeqAdapted:
+    def adapt(self, batch: SeqBatch) -> Adapted:
         raise NotImplementedError
 
     def begin_eval(self, tasks: list) -> None:
         """Called once by the evaluation before the batches of ``tasks`` (SML retrains on their supports)."""
-
-    def save(self, path: Path, extra: dict | None = None) -> None:
-        blob = {"cls": type(self).__name__, "name": self.name, "n_items": self.n_items,
-                "config": asdict(self.config) if is_dataclass(self.config) else dict(self.config),
-                "state": self.state_dict(), "extra": extra or {}}
-        save_torch(Path(path), blob)
-
-
-def load_seq_method(path: Path, blob: dict | None = None) -> tuple[SeqMethod, dict]:
-    """A saved sequence model, its class and config class found in the registry by the method's name (files
-    written before the name was recorded: by the class name of a registered entry). ``blob``: the file's content
-    when the caller has read it already."""
-    from metarec import registry
-
-    if blob is None:
-        blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
-    try:
-        impl = _registered_impl(blob)
-        cls, cfg_cls = registry.resolve(impl.model), impl.config_cls()
-        method = cls(blob["n_items"], config_from_dict(cfg_cls, blob["config"]), pool=blob["state"]["pool"])
-        method.name = blob["name"] or (blob.get("extra") or {}).get("method", "")  # older files: "" for DirectSeq
-        method.load_state_dict(blob["state"])
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise MetarecError(f"{path}: not a metarec sequence model file ({type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:100]})") from None
-    method.eval()
-    return method, blob.get("extra", {})
 
 
 @dataclass(frozen=True)
@@ -128,7 +118,7 @@ class DirectSeq(SeqMethod):
             return [*data.train, *data.support_tasks("valid"), *data.support_tasks("test")]
         return data.train
 
-    def loss(self, batch: SeqBatch) -> Tensor:
+    def meta_loss(self, batch: SeqBatch) -> Tensor:
         per, mask = position_losses(self.net, batch, "all", self.config.loss, self.pool)
         return flat_mean(per, mask)
 
@@ -137,27 +127,12 @@ class DirectSeq(SeqMethod):
             return [n for n, _ in self.net.named_parameters()]
         return self.net.fast_names()
 
-    def adapt(self, batch: SeqBatch) -> SeqAdapted:
+    def adapt(self, batch: SeqBatch) -> Adapted:
         ft = self.config.finetune
         if ft.steps == 0:
-            return SeqAdapted(lambda seq, pos: self.net(seq, pos))
+            return seq_adapted(batch, lambda seq, pos: self.net(seq, pos))
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(batch.owner.sum()))
         fast = inner_adapt(self.net, batch, fast_init(self.net, len(batch), self.fast_names()), ft.steps, ft.lr,
                            first_order=True, kind=self.config.loss, pool=self.pool, generator=gen)
         fast = {k: v.detach() for k, v in fast.items()}
-        return SeqAdapted(lambda seq, pos: vcall(self.net, fast, seq, pos))
-
-
-def _registered_impl(blob: dict):
-    """The sequential registry entry that wrote ``blob``: by method name, else by class name."""
-    from metarec import registry
-
-    name = (blob.get("extra") or {}).get("method") or blob.get("name")
-    seq = registry.names("sequential")
-    if name in seq:
-        return registry.method(name).impl("sequential")
-    for n in seq:
-        impl = registry.method(n).impl("sequential")
-        if impl.model.rpartition(":")[2] == blob["cls"]:
-            return impl
-    raise KeyError(f"no registered sequential method {name!r} or class {blob['cls']!r}")
+        return seq_adapted(batch, lambda seq, pos: vcall(self.net, fast, seq, pos))

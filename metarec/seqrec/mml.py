@@ -42,17 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarec.config import apply_overrides, config_from_dict
+from metarec.config import apply_overrides
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
+from metarec.engine.train import TrainConfig
 from metarec.errors import MetarecError
-from metarec.io import load_torch
+from metarec.learners.base import Adapted
 from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.batch import SeqBatch
 from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
-from metarec.seqrec.methods import SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqMethod, seq_adapted
 from metarec.seqrec.modality import ModalityConfig
-from metarec.seqrec.train import SeqTrainConfig, fit_seq
+from metarec.seqrec.train import fit_seq, seq_train_config
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class MMLModel(SeqMethod):
     ``MMLModel(n_items, config, pool, feats)``: ``pool`` = the trained item indices (meta-train items: BPR
     negatives, the generator's neighbours; the others count as new), ``feats`` = modality -> (n_items, D_m).
     The features are saved once, as persistent buffers; ``config.feat_dims`` records their sizes so that
-    :func:`metarec.seqrec.methods.load_seq_method` can rebuild the model without them.
+    :func:`metarec.learners.base.load_learner` can rebuild the model without them.
     """
 
     name = "mml"
@@ -198,7 +199,7 @@ class MMLModel(SeqMethod):
         return inner_loop(fast, support_loss, inner.steps, inner.lr, first_order)
 
     # ------------------------------------------------------------------------------------- stage losses
-    def loss(self, batch: SeqBatch) -> Tensor:
+    def meta_loss(self, batch: SeqBatch) -> Tensor:
         if self.stage == 1:
             return self._meta_loss(batch)
         if self.stage == 2:
@@ -295,8 +296,8 @@ class MMLModel(SeqMethod):
         self._table_cache = (key, table)
         return table
 
-    def adapt(self, batch: SeqBatch):
-        """Adapt to the tasks of ``batch`` on their support; returns the scorer of :class:`SeqAdapted`."""
+    def adapt(self, batch: SeqBatch) -> Adapted:
+        """Adapt to the tasks of ``batch`` on their support; returns its :class:`~metarec.learners.base.Adapted`."""
         was = self.training
         self.eval()
         with torch.no_grad():
@@ -312,7 +313,7 @@ class MMLModel(SeqMethod):
                 scores, states = self._score_with(fast, table, seq, pos)
                 return self._fuse(scores, states, use_att)
 
-        return SeqAdapted(score)
+        return seq_adapted(batch, score)
 
     # ------------------------------------------------------------------------------------------ stages
     def train_stages(self, train_tasks, valid_fn, stage_cfgs: dict, out_dir: Path | None = None,
@@ -351,24 +352,6 @@ class MMLModel(SeqMethod):
         return record
 
 
-# ------------------------------------------------------------------------------------------ save & load
-
-
-def save_mml(model: MMLModel, path: Path, extra: dict | None = None) -> None:
-    """``SeqMethod.save`` (one atomic file: class, name, config, weights incl. the features and neighbours)."""
-    model.save(path, extra)
-
-
-def load_mml(path: Path) -> tuple[MMLModel, dict]:
-    blob = load_torch(Path(path), "model")  # weights_only: a model file cannot run code
-    cfg = config_from_dict(MMLConfig, blob["config"])
-    model = MMLModel(blob["n_items"], cfg, pool=blob["state"]["pool"])
-    model.name = blob["name"]
-    model.load_state_dict(blob["state"])
-    model.eval()
-    return model, blob["extra"]
-
-
 def variant_config(name: str, base: MMLConfig | None = None) -> MMLConfig:
     """The MMLConfig of a registered variant (Table 4 ablations, PT-FT with the MML network)."""
     c = base or MMLConfig()
@@ -392,10 +375,10 @@ class MMLRunConfig:
     """One MML run: the model and the training of each stage (4.4.2; 5.1.3: local lr 1e-3, 5 local steps)."""
 
     model: MMLConfig = field(default_factory=MMLConfig)
-    meta: SeqTrainConfig = field(default_factory=lambda: SeqTrainConfig(epochs=10, batch=32, lr=1e-3, patience=3))
-    gen_train: SeqTrainConfig = field(default_factory=lambda: SeqTrainConfig(epochs=5, batch=64, lr=1e-3,
+    meta: TrainConfig = field(default_factory=lambda: seq_train_config(epochs=10, meta_batch=32, lr=1e-3, patience=3))
+    gen_train: TrainConfig = field(default_factory=lambda: seq_train_config(epochs=5, meta_batch=64, lr=1e-3,
                                                                              patience=2))
-    fusion_train: SeqTrainConfig = field(default_factory=lambda: SeqTrainConfig(epochs=5, batch=64, lr=1e-3,
+    fusion_train: TrainConfig = field(default_factory=lambda: seq_train_config(epochs=5, meta_batch=64, lr=1e-3,
                                                                                 patience=2))
     eval_batch: int = 64
 

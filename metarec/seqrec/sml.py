@@ -39,10 +39,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from metarec.learners.base import Adapted
 from metarec.nets.sasrec import SASRec, SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.functional import flat_mean, position_losses
-from metarec.seqrec.methods import SeqAdapted, SeqMethod
+from metarec.seqrec.methods import SeqMethod, seq_adapted
 from metarec.seqrec.protocol import prefix_task
 from metarec.tasks import Task
 
@@ -139,7 +140,7 @@ class SML(SeqMethod):
         return {k: v.detach() for k, v in hat.items()}
 
     # ------------------------------------------------------------------------------------ training
-    def loss(self, batch) -> Tensor:
+    def meta_loss(self, batch) -> Tensor:
         """Pre-training loss of W_0 (the plain SASRec objective)."""
         per, mask = position_losses(self.net, batch, "all", self.config.loss, self.pool)
         return flat_mean(per, mask)
@@ -189,11 +190,11 @@ class SML(SeqMethod):
         with torch.no_grad():
             self._serving = self.transfer(prev, hat)
 
-    def adapt(self, batch) -> SeqAdapted:
+    def adapt(self, batch) -> Adapted:
         if self._serving is None:
-            return SeqAdapted(lambda seq, pos: self.net(seq, pos))
+            return seq_adapted(batch, lambda seq, pos: self.net(seq, pos))
         w = self._serving
-        return SeqAdapted(lambda seq, pos: functional_call(self.net, w, (seq, pos)))
+        return seq_adapted(batch, lambda seq, pos: functional_call(self.net, w, (seq, pos)))
 
 
 def period_tasks(train_inter: pd.DataFrame, periods: int, max_len: int) -> list[list[Task]]:

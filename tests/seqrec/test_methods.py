@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from metarec.learners.base import load_learner
 from metarec.nets.sasrec import SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.cbml import CBML, CBMLConfig, item_attributes
 from metarec.seqrec.evaluate import evaluate_seq, history_mask
-from metarec.seqrec.methods import DirectConfig, DirectSeq, FinetuneConfig, SeqAdapted, SeqMethod, load_seq_method
+from metarec.seqrec.methods import DirectConfig, DirectSeq, FinetuneConfig, SeqMethod, seq_adapted
 from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 from metarec.seqrec.sml import SML, SMLConfig, Transfer, period_tasks
-from metarec.seqrec.train import SeqTrainConfig, fit_seq
+from metarec.seqrec.train import fit_seq, seq_train_config
 
 CFG = SeqProtocolConfig(new_user_frac=0.1, valid_frac=0.1, n_support=5, n_query=3, max_len=12)
 SMALL = SASRecConfig(dim=16, inner=16, max_len=12)
@@ -35,7 +36,7 @@ class _Oracle(SeqMethod):
         self.batch = None
 
     def adapt(self, batch):
-        return SeqAdapted(self._score)
+        return seq_adapted(batch, self._score)
 
     def _score(self, seq, pos):
         B, P = pos.shape
@@ -76,26 +77,76 @@ def test_direct_training_loss_decreases(data, net):
     m = DirectSeq(data.n_items, DirectConfig(net=net, sasrec=SMALL))
     batch = collate_seq(data.train[:32])
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    first = m.loss(batch).item()
+    first = m.meta_loss(batch).item()
     for _ in range(30):
         torch.manual_seed(1)  # the same negatives every step
-        loss = m.loss(batch)
+        loss = m.meta_loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
     torch.manual_seed(1)
-    assert m.loss(batch).item() < 0.7 * first
+    assert m.meta_loss(batch).item() < 0.7 * first
 
 
 def test_fit_and_save_load_round_trip(data, tmp_path):
     torch.manual_seed(0)
     m = DirectSeq(data.n_items, DirectConfig(sasrec=SMALL, finetune=FinetuneConfig(steps=2, lr=0.1)))
     res = fit_seq(m, data.train, lambda x: evaluate_seq(x, data.valid, data.n_items),
-                  SeqTrainConfig(epochs=2, batch=16), checkpoint=tmp_path / "ck.pt", progress=False)
+                  seq_train_config(epochs=2, meta_batch=16), checkpoint=tmp_path / "ck.pt", progress=False)
     assert res["best_epoch"] >= 1 and (tmp_path / "ck.pt").is_file()
     m.save(tmp_path / "m.pt")
-    m2, _ = load_seq_method(tmp_path / "m.pt")
+    m2, _ = load_learner(tmp_path / "m.pt")
     assert evaluate_seq(m2, data.test, data.n_items) == evaluate_seq(m, data.test, data.n_items)
+
+
+def test_sequential_adapted_is_the_one_adapted(data):
+    """A sequence model's ``Adapted`` scores candidate items as the next one after each support sequence: the
+    same numbers as its next-item scores at the position after the last known item."""
+    from metarec.learners.base import Adapted, Learner
+
+    torch.manual_seed(0)
+    m = DirectSeq(data.n_items, DirectConfig(sasrec=SMALL)).eval()
+    assert isinstance(m, Learner)
+    sup = collate_seq(data.test[:4]).support_only()
+    with torch.no_grad():
+        a = m.adapt(sup)
+        assert isinstance(a, Adapted) and torch.equal(a.owners, sup.owner)
+        nxt = a.score_next(sup.seq, (sup.length - 1)[:, None])[:, 0]  # (B, n_items)
+        items = torch.tensor([0, 3, data.n_items - 1])
+        assert torch.equal(a.score_items(items), nxt[:, items])
+        pairs = torch.tensor([[2, 1], [0, 0], [5, 4], [1, 2]])
+        assert torch.equal(a.score(sup.owner[:, None].expand(-1, 2), pairs), torch.gather(nxt, 1, pairs))
+        # the hand-computed last position: the support sequence's last real item is the input there
+        b = 0
+        last = int(sup.length[b]) - 1
+        assert int(sup.seq[b, last]) > 0 and (last + 1 == sup.seq.shape[1] or int(sup.seq[b, last + 1]) == 0)
+
+
+def test_sequence_files_of_the_former_format_still_load(data, tmp_path):
+    """Files written before the one save format (keys cls/name/n_items, a SeqTrainConfig ``batch``) load with
+    the same weights and numbers."""
+    from metarec.io import load_torch, save_torch
+
+    torch.manual_seed(0)
+    m = DirectSeq(data.n_items, DirectConfig(sasrec=SMALL))
+    m.name = "sasrec"
+    m.save(tmp_path / "new.pt", extra={"method": "sasrec"})
+    blob = load_torch(tmp_path / "new.pt", "model")
+    assert blob["learner"] == "sasrec" and blob["family"] == "sequential"
+    assert blob["context"] == {"n_items": data.n_items}
+    old = {"cls": "DirectSeq", "name": "sasrec", "n_items": data.n_items, "config": blob["config"],
+           "state": blob["state"], "extra": {"method": "sasrec"}}
+    save_torch(tmp_path / "old.pt", old)
+    m2, extra = load_learner(tmp_path / "old.pt")
+    assert m2.name == "sasrec" and extra == {"method": "sasrec"}
+    assert evaluate_seq(m2, data.test, data.n_items) == evaluate_seq(m, data.test, data.n_items)
+
+
+def test_train_config_reads_the_former_batch_field():
+    from metarec.config import config_from_dict
+    from metarec.engine.train import TrainConfig
+
+    assert config_from_dict(TrainConfig, {"epochs": 3, "batch": 17}).meta_batch == 17
 
 
 def test_ptft_adapts_on_the_support_only(data):
@@ -105,12 +156,12 @@ def test_ptft_adapts_on_the_support_only(data):
     ft.load_state_dict(base.state_dict())
     b = collate_seq(data.test[:4])
     with torch.no_grad():
-        s0 = base.adapt(b.support_only()).score(b.seq, b.q_pos)
-        s1 = ft.adapt(b.support_only()).score(b.seq, b.q_pos)
+        s0 = base.adapt(b.support_only()).score_next(b.seq, b.q_pos)
+        s1 = ft.adapt(b.support_only()).score_next(b.seq, b.q_pos)
         assert s1.shape == (4, 3, data.n_items) and not torch.allclose(s0, s1, atol=1e-4)
         other = collate_seq(data.test[:4])
         other.seq[:, 5:] = 1  # change the query items: the adapted weights must not move
-        s2 = ft.adapt(other.support_only()).score(b.seq, b.q_pos)
+        s2 = ft.adapt(other.support_only()).score_next(b.seq, b.q_pos)
         assert torch.allclose(s1, s2, atol=1e-6)
 
 
@@ -126,15 +177,15 @@ def test_cbml_shapes_meta_loss_and_round_trip(data, tmp_path):
     assert torch.allclose(assign.sum(1), torch.ones(16))
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     torch.manual_seed(3)
-    first = m.loss(b).item()
+    first = m.meta_loss(b).item()
     for _ in range(25):
         torch.manual_seed(3)
-        loss = m.loss(b)
+        loss = m.meta_loss(b)
         opt.zero_grad()
         loss.backward()
         opt.step()
     torch.manual_seed(3)
-    assert m.loss(b).item() < first
+    assert m.meta_loss(b).item() < first
     assert m.gate.weight.grad is not None and m.centres.grad is not None  # the clusters are meta-trained
     # the inner loop moves the gated prediction layer on the support (a large rate makes it visible)
     sup = b.support_only()
@@ -146,7 +197,7 @@ def test_cbml_shapes_meta_loss_and_round_trip(data, tmp_path):
     assert moved["W"].shape == W0.shape and (moved["W"] - W0).abs().max() > 1e-3
     assert torch.allclose(m._adapt_fast(sup, h)["W"], W0, atol=0.05)  # the paper's rate 1e-3 barely moves it
     m.save(tmp_path / "c.pt")
-    m2, _ = load_seq_method(tmp_path / "c.pt")
+    m2, _ = load_learner(tmp_path / "c.pt")
     assert evaluate_seq(m2, data.test, data.n_items) == evaluate_seq(m, data.test, data.n_items)
 
 
@@ -174,7 +225,7 @@ def test_sml_transfer_periods_and_round_trip(data, tmp_path):
     assert not m.plain and any(not torch.equal(before[k], v) for k, v in m.net.named_parameters())
     res = evaluate_seq(m, data.test, data.n_items)
     m.save(tmp_path / "s.pt")
-    m2, _ = load_seq_method(tmp_path / "s.pt")
+    m2, _ = load_learner(tmp_path / "s.pt")
     assert not m2.plain and evaluate_seq(m2, data.test, data.n_items) == res
 
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from metarec.engine.inner import InnerConfig
+from metarec.learners.base import load_learner
 from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.nets.sasrec import CausalTransformer, SASRecConfig
 from metarec.seqrec.batch import collate_seq
 from metarec.seqrec.generator import ItemEmbeddingGenerator, topk_similar
-from metarec.seqrec.mml import MMLConfig, MMLModel, load_mml, save_mml, variant_config
+from metarec.seqrec.mml import MMLConfig, MMLModel, variant_config
 from metarec.tasks import build_sequence_tasks
 from tests.conftest import require
 
@@ -246,7 +247,7 @@ def test_stage_one_loss_decreases(variant):
     losses = []
     for step in range(24):
         torch.manual_seed(step % 4)  # a few fixed negative draws
-        loss = model.loss(batch)
+        loss = model.meta_loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -264,7 +265,7 @@ def test_generator_and_fusion_stages_train_only_their_parameters():
         first = None
         for step in range(25):
             torch.manual_seed(step % 3)
-            loss = model.loss(batch)
+            loss = model.meta_loss(batch)
             first = first if first is not None else loss.item()
             opt.zero_grad()
             loss.backward()
@@ -282,10 +283,10 @@ def test_save_load_round_trip(tmp_path):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     model.ready[:] = True
-    s1 = model.adapt(batch).score(batch.seq, batch.q_pos)
-    save_mml(model, tmp_path / "m.pt", extra={"k": 1})
-    loaded, extra = load_mml(tmp_path / "m.pt")
-    s2 = loaded.adapt(batch).score(batch.seq, batch.q_pos)
+    s1 = model.adapt(batch).score_next(batch.seq, batch.q_pos)
+    model.save(tmp_path / "m.pt", extra={"k": 1})
+    loaded, extra = load_learner(tmp_path / "m.pt")
+    s2 = loaded.adapt(batch).score_next(batch.seq, batch.q_pos)
     assert extra == {"k": 1}
     assert s1.shape == (len(batch), batch.q_pos.shape[1], N_ITEMS)
     assert torch.equal(s1, s2)
@@ -303,10 +304,10 @@ def test_adaptation_changes_the_scores_and_generator_fills_new_items():
     new_codes = torch.arange(N_ITEMS - 3, N_ITEMS) + 1
     assert torch.allclose(table[new_codes], model.generator(new_codes - 1))
     assert torch.equal(table[1:N_ITEMS - 3], model.learners["id"].item_emb.weight[1:N_ITEMS - 3])
-    adapted = model.adapt(batch).score(batch.seq, batch.q_pos)
+    adapted = model.adapt(batch).score_next(batch.seq, batch.q_pos)
     frozen = tiny_model(inner=InnerConfig(steps=0))
     frozen.load_state_dict(model.state_dict())
-    assert not torch.allclose(adapted, frozen.adapt(batch).score(batch.seq, batch.q_pos))
+    assert not torch.allclose(adapted, frozen.adapt(batch).score_next(batch.seq, batch.q_pos))
 
 
 def test_variants_build_the_right_group():
@@ -332,20 +333,20 @@ def char_encoder(texts):
 
 def test_run_variant_end_to_end_and_reload(tiny_dataset, tmp_path):
     from metarec import registry
+    from metarec.learners.base import load_learner
     from metarec.seqrec.evaluate import evaluate_seq
-    from metarec.seqrec.methods import load_seq_method
     from metarec.seqrec.mml import run_variant
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     assert {"mml", "mml-nogen", "mml-nofusion", "mml-main", "mml-id", "ptft-mml"} <= set(registry.names("sequential"))
     data = make_seq_protocol(tiny_dataset, SeqProtocolConfig(n_support=5, n_query=3, max_len=20, valid_frac=0.2))
-    over = {"model.net.dim": 8, "model.net.fusion_hidden": 4, "train.epochs": 1, "train.batch": 64,
+    over = {"model.net.dim": 8, "model.net.fusion_hidden": 4, "train.epochs": 1, "train.meta_batch": 64,
             "model.inner.steps": 1}
     res = run_variant("mml", data, 0, tmp_path / "run", False, over, text_encoder=char_encoder, text_name="chars")
     assert set(res["stages"]) == {"meta", "gen_train", "fusion_train"}
     assert 0.0 <= res["test"]["ndcg@10"] <= 1.0 and res["test"]["rows"] == 3 * len(data.test)
     assert res["modalities"] == ["text"]
-    method, extra = load_seq_method(tmp_path / "run" / "model.pt")
+    method, extra = load_learner(tmp_path / "run" / "model.pt")
     assert extra["method"] == "mml" and bool(method.ready.all())
     again = evaluate_seq(method, data.test, data.n_items)
     assert again == res["test"]
