@@ -226,7 +226,8 @@ def route(argv: list[str]) -> list[str]:
     The rating protocols (the four rating states and ``tasks``) run in ``metarec train``/``compare`` themselves;
     for ``warmup``, ``scenario`` and ``sequential`` the line is handed to that family's runner (``metarec warmup``,
     ``metarec scenario ...``, ``metarec seqrec``, which stay as aliases), with ``--learner(s)`` for its
-    ``--methods`` and ``--seed`` for ``--seeds``. The other flags are the family's own (``--help`` after the
+    ``--methods`` and ``--seed`` for ``--seeds``; ``merge`` is one command for every family (``metarec/experiment.py``
+    writes and merges every family's records). The other flags are the family's own (``--help`` after the
     alias lists them). Any other line is returned unchanged."""
     from metarec import registry
 
@@ -251,13 +252,10 @@ def route(argv: list[str]) -> list[str]:
             raise MetarecError("the warmup protocol evaluates within its run (`metarec compare --protocol warmup`); "
                                "it saves no model to evaluate again")
         return ["evaluate", *rest]
+    if cmd == "merge":  # one merge for every family: the records say theirs
+        return ["merge", *rest]
     if family == "scenario":
         return ["scenario", cmd, *rest]
-    if cmd == "merge":
-        if family == "warmup":
-            raise MetarecError("warm-up records have no merge command: run the seeds in one `compare --protocol "
-                               "warmup --seeds ...`")
-        return ["seqrec", "--merge", *rest]  # the input files first, then --out
     if cmd == "train" and not any(a == "--learner" or a.startswith("--learner=") for a in rest):
         raise MetarecError(f"`metarec train --protocol {proto}` needs --learner (one of "
                            f"{', '.join(registry.for_protocol(proto))})")

@@ -183,92 +183,38 @@ def _evaluate_sequential(path: Path, method, info: dict, args) -> None:
 
 
 def cmd_compare(args, extra) -> None:
-    from metarec.io import code_version, write_json
+    from metarec.experiment import Experiment, compare
     from metarec.pipeline import prepare, train_and_evaluate
-    from metarec.report import compare_table
 
     over = run_overrides(args, extra)
     preset, store = _preset_args(args)
-    version = code_version()  # the code that runs, before anything can change the working tree
     for seed in args.seeds:  # every entry checked before anything trains: a typo in the last one stops at once
         for entry in args.learners:
             _entry_config(entry, args, over, seed, store, preset)
-    results = []
-    for seed in args.seeds:
+    first = _entry_config(args.learners[0], args, over, args.seeds[0], store, preset)[2]
+
+    def records(seed: int, skip: set[str]):
         prep, pretrained = None, {}
         for entry in args.learners:
             name, label, run, lcfg = _entry_config(entry, args, over, seed, store, preset)
+            if label in skip:
+                continue
             if prep is None:
                 prep = prepare(run)
             res = train_and_evaluate(run, lcfg, progress=not args.quiet, prep=prep, pretrained=pretrained)
-            res.pop("history")
             res["label"] = label
-            results.append(res)
-            print(f"seed {seed} {label}: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
-                  + f"  (preset {run.preset or 'none'})", flush=True)
-            if args.out:  # finished runs survive an interruption (OUT.partial.json; removed when all are done)
-                write_json(Path(args.out).with_suffix(".partial.json"), {"code": version, "results": results})
-    print(compare_table(results))
-    if args.out:
-        write_compare(Path(args.out), results, {"command": "metarec " + " ".join(args.argv), "code": version},
-                      args.valid)
-        Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
+            yield res
 
-
-def write_compare(stem: Path, results: list[dict], provenance: dict, valid: bool) -> None:
-    """STEM.md (the mean ± std table of the test metrics, and of the meta-valid ones if ``valid``) and STEM.json
-    (every result). ``provenance``: {"command", "code"} of one run, or {"commands", "codes", "merged_by"} of
-    merged runs."""
-    from metarec.io import write_json, write_text
-    from metarec.report import compare_table
-
-    first = results[0]
-    seeds = ", ".join(map(str, sorted({r["seed"] for r in results})))
-    if "command" in provenance:
-        made = f"Command: `{provenance['command']}` (code: {provenance['code']})"
-    else:
-        runs = "\n".join(f"    {c}" for c in provenance["commands"])
-        made = (f"Merged by `{provenance['merged_by']}` from these runs (code: {', '.join(provenance['codes'])}):"
-                f"\n\n{runs}")
-    used = {}
-    for r in results:
-        used.setdefault(r.get("label", r["learner"]), r.get("preset", ""))
-    if any(used.values()):
-        made += "\n\nPresets (metarec/presets.json): " + ", ".join(
-            f"{label}: {p or 'none (registry defaults)'}" for label, p in used.items())
-    extra = (f"\nMeta-valid tasks (the selection data: each run's best epoch); mean ± std over seeds {seeds}."
-             f"\n\n{compare_table(results, 'valid')}\n") if valid else ""
-    write_text(stem.with_suffix(".md"), f"# {first['dataset']}, {first['protocol']}, {first['view']} view\n\n"
-               f"{made}\n\nTest tasks (meta-test); mean ± std over seeds {seeds}; models selected on meta-valid."
-               f"\n\n{compare_table(results)}\n{extra}")
-    write_json(stem.with_suffix(".json"), {**provenance, "results": results})
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+    compare(Experiment("rating", first.split.protocol, args.dataset, records, valid=args.valid), args.seeds,
+            args.argv, args.out)
 
 
 def cmd_merge(args, extra) -> None:
-    """One table from several ``compare`` records of the same dataset, protocol and view (e.g. one per seed,
+    """One table from several ``compare`` records of one protocol family, dataset and protocol (e.g. one per seed,
     run in parallel); a (learner, seed) pair may appear once."""
-    from metarec.io import read_record
+    from metarec.experiment import merge
 
-    commands, codes, results = [], [], []
-    for path in args.inputs:
-        blob = read_record(path, "`metarec compare` record", result_keys=("dataset", "protocol", "view", "seed",
-                                                                           "learner", "test"))
-        commands += blob.get("commands", [blob.get("command", "")])
-        codes += blob.get("codes", [blob.get("code", "unrecorded")])
-        results += blob["results"]
-    if not results:
-        raise MetarecError("no results to merge")
-    kinds = {(r["dataset"], r["protocol"], r["view"]) for r in results}
-    if len(kinds) > 1:
-        raise MetarecError(f"cannot merge records of different runs: {sorted(kinds)}")
-    seen = [(r.get("label", r["learner"]), r["seed"]) for r in results]
-    dup = sorted({k for k in seen if seen.count(k) > 1})
-    if dup:
-        raise MetarecError(f"learner and seed present twice: {dup}")
-    results.sort(key=lambda r: r["seed"])  # stable: the learners keep their order within a seed
-    provenance = {"commands": commands, "codes": sorted(set(codes)), "merged_by": "metarec " + " ".join(args.argv)}
-    write_compare(Path(args.out), results, provenance, args.valid)
+    merge(args.inputs, args.out, args.argv, labels=args.labels, title=args.title, valid=args.valid)
 
 
 def cmd_curve(args, extra) -> None:
@@ -479,10 +425,14 @@ def register(sub) -> None:
                    help="also tabulate the meta-valid metrics (for selection runs: choose on these, not on test)")
     s.set_defaults(func=cmd_compare, takes_overrides=True)
 
-    s = sub.add_parser("merge", help="one table from several compare records (e.g. seeds run in parallel)")
-    s.add_argument("inputs", nargs="+", help="OUT.json files written by `metarec compare`")
+    s = sub.add_parser("merge", help="one table from several compare records of any protocol (e.g. seeds run in "
+                       "parallel)")
+    s.add_argument("inputs", nargs="+", help="OUT.json files written by `metarec compare` (one protocol family, "
+                   "dataset and protocol)")
     s.add_argument("--out", required=True, help="write OUT.md and OUT.json")
-    s.add_argument("--valid", action="store_true", help="also tabulate the meta-valid metrics")
+    s.add_argument("--labels", nargs="+", help="keep these rows, in this order")
+    s.add_argument("--title", help="the table's title (default: the family's)")
+    s.add_argument("--valid", action="store_true", help="also tabulate the meta-valid metrics (rating protocols)")
     s.set_defaults(func=cmd_merge, takes_overrides=False)
 
     s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG",

@@ -75,5 +75,50 @@ def compare_table(results: list[dict], part: str = "test") -> str:
     selection data) (rows: learners in first-seen order)."""
     metrics = [k for k in results[0][part] if k not in ("tasks", "epoch", "train_loss")]
     rows = [[*cells, rs[0][part]["tasks"]] for cells, rs in
-            mean_std_rows(results, lambda r: r.get("label", r["learner"]), metrics, lambda r, m: r[part][m])]
+            mean_std_rows(results, label_of, metrics, lambda r, m: r[part][m])]
     return markdown_table(["learner", "seeds", *metrics, f"{part} tasks"], rows)
+
+
+# ------------------------------------------------------------------------------- the families' tables
+# one module for every family's mean ± std table (the experiment runner writes them; the bodies are
+# mean_std_rows')
+
+SCENARIO_METRICS = ("recall@10", "recall@20", "recall@50")
+SEQUENTIAL_METRICS = tuple(f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in (5, 10, 20))
+WARMUP_PHASES = ("cold", "warm-a", "warm-b", "warm-c")
+
+
+def label_of(r: dict) -> str:
+    """A result record's row label: its compare label, else its method (older rating records: learner)."""
+    return r.get("label") or r.get("method") or r["learner"]
+
+
+def scenario_table(results: list[dict], metrics: Sequence[str] = SCENARIO_METRICS) -> str:
+    """s²Meta's scenarios: Recall@K per method, with the mean inner steps and training seconds."""
+    rows = []
+    for cells, rs in mean_std_rows(results, label_of, metrics, lambda r, m: r["test"][m]):
+        steps = [r["test"]["inner_steps"] for r in rs if "inner_steps" in r["test"]]
+        rows.append([*cells, f"{np.mean(steps):.1f}" if steps else "",
+                     f"{np.mean([r['train_seconds'] for r in rs]):.0f}"])
+    return markdown_table(["method", "seeds", *metrics, "inner steps", "train s"], rows)
+
+
+def sequential_table(results: list[dict], metrics: Sequence[str] | None = None) -> str:
+    """MML's protocol: Recall, MRR and nDCG at 5, 10, 20 per method, with the training seconds."""
+    metrics = tuple(metrics or SEQUENTIAL_METRICS)
+    rows = [[*cells, f"{np.mean([r['train_seconds'] for r in rs]):.0f}"] for cells, rs in
+            mean_std_rows(results, label_of, metrics, lambda r, m: r["test"][m])]
+    return markdown_table(["method", "seeds", *metrics, "train s"], rows)
+
+
+def warmup_tables(results: list[dict], methods: Sequence[str] | None = None) -> str:
+    """The item warm-up's two tables (AUC, log-loss): a row per method, a column per phase."""
+    out = []
+    for metric, title in (("auc", "AUC (higher is better)"), ("logloss", "log-loss (lower is better)")):
+        def value(r: dict, p: str, metric: str = metric) -> float:
+            return r["phases"][p][metric]
+
+        rows = [cells for cells, _ in mean_std_rows(results, label_of, WARMUP_PHASES, value, methods)]
+        out.append(f"{title}\n\n" + markdown_table(["method", "seeds", *WARMUP_PHASES], rows))
+    return "\n\n".join(out)
+

@@ -37,11 +37,11 @@ from metarec.data.registry import load_dataset
 from metarec.data.types import data_fingerprint
 from metarec.engine.train import TrainConfig, fit, train_learner
 from metarec.errors import MetarecError
-from metarec.io import code_version, read_record, record_codes, write_json, write_text
+from metarec.io import write_json
 from metarec.learners.base import Context, Learner, load_learner
 from metarec.learners.registry import LEARNERS
 from metarec.nets.mf import MFConfig, pretrained_embeddings
-from metarec.report import markdown_table, mean_std_rows, with_core
+from metarec.report import markdown_table, with_core
 from metarec.scenarios import ScenarioConfig, ScenarioData, evaluate_scenarios, prepare_scenarios
 from metarec.tasks import Task, sample_negatives
 
@@ -285,77 +285,34 @@ def cmd_evaluate(args, extra) -> None:
           "scenarios)")
 
 
-def summary_table(results: list[dict], metrics=METRICS) -> str:
-    rows = []
-    for cells, rs in mean_std_rows(results, lambda r: r["label"], metrics, lambda r, m: r["test"][m]):
-        steps = [r["test"]["inner_steps"] for r in rs if "inner_steps" in r["test"]]
-        rows.append([*cells, f"{np.mean(steps):.1f}" if steps else "",
-                     f"{np.mean([r['train_seconds'] for r in rs]):.0f}"])
-    return markdown_table(["method", "seeds", *metrics, "inner steps", "train s"], rows)
-
-
 def cmd_compare(args, extra) -> None:
+    from metarec.experiment import Experiment, compare
+
     over = _overrides(args, extra)
-    version = code_version()  # the code that runs, before anything can change the working tree
-    results = []
-    for seed in args.seeds:
+    entries = [parse_entry(e) for e in args.learners]
+    for name, _, own in entries:  # every entry checked before anything trains
+        make_run(name, args.dataset, args.seeds[0], {**over, **own})
+
+    def records(seed: int, skip: set[str]):
         preps: dict = {}
-        for entry in args.learners:
-            name, label, own = parse_entry(entry)
+        for name, label, own in entries:
+            if label in skip:
+                continue
             run, lcfg = make_run(name, args.dataset, seed, {**over, **own})
             key = repr((asdict(run.scenarios), asdict(run.mf)))
             if key not in preps:
                 preps[key] = prepare(run)
             out_dir = Path(args.save) / f"{label}-s{seed}" if args.save else None
-            res = run_scenario(run, lcfg, prep=preps[key], progress=not args.quiet, label=label, out_dir=out_dir)
-            res.pop("history")
-            res["code"] = version
-            results.append(res)
-            print(f"seed {seed} {label}: {_fmt_metrics(res['test'])}  ({res['train_seconds']:.0f} s)", flush=True)
-            if args.out:  # partial results survive an interruption
-                write_json(Path(args.out).with_suffix(".partial.json"), {"results": results})
-    print(summary_table(results))
-    if args.out:
-        cmdline = "metarec " + shlex.join(args.argv)
-        write_tables(Path(args.out), [cmdline], results)
-        Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
+            yield run_scenario(run, lcfg, prep=preps[key], progress=not args.quiet, label=label, out_dir=out_dir)
 
-
-def write_tables(stem: Path, commands: list[str], results: list[dict], title: str | None = None) -> None:
-    """STEM.md (mean ± std table and the commands) and STEM.json (every result)."""
-    d = results[0]["scenarios"]
-    seeds = sorted({r["seed"] for r in results})
-    cmd = "\n".join(f"    {c}" for c in commands)
-    codes = record_codes(results)
-    write_text(stem.with_suffix(".md"), f"# {title or 's²Meta scenarios on ' + results[0]['dataset']}\n\n"
-               f"Produced by\n\n{cmd}\n\n(code: {codes})\n\n"
-               f"Meta-test scenarios ({results[0]['test']['tasks']} per seed, attribute `{d['attribute']}`); "
-               f"mean ± std over seeds {', '.join(map(str, seeds))} (each seed draws its own scenario split); "
-               "Recall@K over all items of each scenario (the user's training items excluded), averaged over the "
-               "scenario's test users, then over scenarios. Models and adapt-time hyperparameters selected on "
-               "meta-valid scenarios. 'inner steps': mean scenario-specific learning steps on meta-test (s²Meta); "
-               "'train s': wall seconds of training and selection on a shared 2-core machine.\n\n"
-               f"{summary_table(results)}\n")
-    write_json(stem.with_suffix(".json"), {"commands": commands, "results": results})
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+    compare(Experiment("scenario", "scenario", args.dataset, records), args.seeds, args.argv, args.out)
 
 
 def cmd_merge(args, extra) -> None:
     """Merge the JSON of several ``compare`` runs (e.g. one per seed, run in parallel) into one table."""
-    commands, results = [], []
-    for path in args.inputs:
-        blob = read_record(path, "`metarec scenario compare` record", result_keys=("label", "seed"))
-        commands += blob.get("commands", [blob["command"]] if "command" in blob else [])
-        results += blob["results"]
-    if args.labels:
-        keep = set(args.labels)
-        results = [r for r in results if r["label"] in keep]
-        order = {lab: j for j, lab in enumerate(args.labels)}
-        results.sort(key=lambda r: (order[r["label"]], r["seed"]))
-    if not results:
-        raise MetarecError("no results to merge")
-    commands.append("metarec " + shlex.join(args.argv))
-    write_tables(Path(args.out), commands, results, args.title)
+    from metarec.experiment import merge
+
+    merge(args.inputs, args.out, args.argv, labels=args.labels, title=args.title)
 
 
 class _Fixed:

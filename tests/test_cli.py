@@ -130,8 +130,9 @@ def test_one_grammar_routes_every_family_to_its_runner():
         ["scenario", "train", "--learner", "s2meta", "--train.epochs=1"]
     assert route(["compare", "--protocol", "sequential", "--learners=sasrec", "--quick"]) == \
         ["seqrec", "--methods=sasrec", "--quick"]
-    assert route(["merge", "--protocol", "sequential", "a.json", "b.json", "--out", "x"]) == \
-        ["seqrec", "--merge", "a.json", "b.json", "--out", "x"]
+    for proto in ("sequential", "scenario", "warmup"):  # one merge: the records say their family
+        assert route(["merge", "--protocol", proto, "a.json", "b.json", "--out", "x"]) == \
+            ["merge", "a.json", "b.json", "--out", "x"]
     for rating in (["compare", "--protocol", "item-cold"], ["train", "--learner", "melu"], ["learners"]):
         assert route(rating) == rating  # the rating runner itself
 

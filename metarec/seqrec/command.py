@@ -214,23 +214,17 @@ def meta_train_default():
 # ------------------------------------------------------------------------------------------- command
 
 
-def results_table(results: list[dict], metrics: tuple[str, ...] | None = None) -> str:
-    from metarec.report import markdown_table, mean_std_rows
-
-    metrics = metrics or tuple(f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in (5, 10, 20))
-    rows = [[*cells, f"{np.mean([r['train_seconds'] for r in rs]):.0f}"] for cells, rs in
-            mean_std_rows(results, lambda r: r["method"], metrics, lambda r, m: r["test"][m])]
-    return markdown_table(["method", "seeds", *metrics, "train s"], rows)
-
-
 def cmd_seqrec(args, extra) -> None:
     from metarec.config import parse_override_args
     from metarec.data.registry import load_dataset
-    from metarec.io import code_version
+    from metarec.experiment import Experiment, compare, merge
     from metarec.seqrec.protocol import SeqProtocolConfig, make_seq_protocol
 
     if args.merge:
-        return _merge(args)
+        if not args.out:
+            raise MetarecError("--merge needs --out")
+        merge(args.merge, args.out, args.argv)
+        return
     entries = [parse_entry(e) for e in args.methods]
     known = registry.names("sequential")
     unknown = [n for n, _, _ in entries if n not in known]
@@ -248,64 +242,23 @@ def cmd_seqrec(args, extra) -> None:
     st = data.stats()
     print(f"{args.dataset}: T = {st['T']}, {st['new_users']} new users ({st['new_user_share']:.1%}), "
           f"{len(data.train)}/{full_train} meta-train, {len(data.valid)} meta-valid, {len(data.test)} meta-test tasks")
-    version = code_version()  # the code that runs, before anything can change the working tree
-    results = []
-    for seed in args.seeds:
+
+    def records(seed: int, skip: set[str]):
         cache: dict = {}
         for name, label, own in entries:
+            if label in skip:
+                continue
             tag = (f"-frac{args.train_frac:g}" if args.train_frac < 1 else "") + (
                 f"-o{hashlib.sha1(repr(sorted({**over, **own}.items())).encode()).hexdigest()[:8]}"
                 if {**over, **own} else "")  # other settings, other directory (checkpoints resume)
             run_dir = Path(args.runs_dir) / Path(args.dataset).name / f"{label}-s{seed}{tag}" if args.runs_dir else None
             res = run_method(name, data, seed, run_dir, not args.quiet, {**over, **own}, cache)
             res["method"] = label
-            res["code"] = version
-            results.append(res)
-            print(f"seed {seed} {label}: " + "  ".join(f"{k} {res['test'][k]:.4f}" for k in
-                                                       ("recall@10", "mrr@10", "ndcg@10", "recall@20"))
-                  + f"  ({res['train_seconds']:.0f} s)")
-    _write(args, "metarec " + " ".join(args.argv), st, results)
+            yield res
 
-
-def _write(args, commands: str, st: dict, results: list[dict]) -> None:
-    from metarec.io import record_codes, write_json, write_text
-
-    table = results_table(results)
-    print(table)
-    if not args.out:
-        return
-    stem = Path(args.out)
-    seeds = sorted({r["seed"] for r in results})
-    codes = record_codes(results)
-    proto = "\n".join(f"- {k}: {v}" for k, v in st.items() if not k.startswith(("train.", "valid.", "test.")))
-    write_text(stem.with_suffix(".md"),
-               f"# Cold-start sequential recommendation on {st['dataset']} (MML protocol)\n\n"
-               f"Command(s): {commands}\n\nCode: {codes}\n\n"
-               "Meta-test = the new users (first interaction at or after T); full "
-               f"ranking over all {st['items']} items (only a row's own history prefix is excluded); mean ± std over "
-               f"seeds {', '.join(map(str, seeds))}; models selected on meta-valid (the old users who arrived "
-               f"last). `train s`: wall-clock seconds of training and model selection per seed, on a shared "
-               f"2-core machine.\n\n{table}\n\n## Protocol\n\n{proto}\n")
-    if args.brief_json:
-        for r in results:
-            r.pop("history", None)
-    write_json(stem.with_suffix(".json"), {"command": commands, "protocol": st, "results": results})
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
-
-
-def _merge(args) -> None:
-    """Combine the JSON files of several runs (e.g. one process per seed) into one table."""
-    from metarec.io import read_record
-
-    results, commands, st = [], [], None
-    for f in args.merge:
-        blob = read_record(f, "seqrec results file", keys=("protocol", "command", "results"))
-        if st is not None and blob["protocol"] != st:
-            raise MetarecError(f"{f}: another protocol than {args.merge[0]}; cannot merge")
-        st = blob["protocol"]
-        commands.append(f"`{blob['command']}`")
-        results.extend(blob["results"])
-    _write(args, " + ".join(commands) + f" (merged by `metarec {' '.join(args.argv)}`)", st, results)
+    exp = Experiment("sequential", "sequential", args.dataset, records, extra={"protocol_stats": st},
+                     drop=("history",) if args.brief_json else ())
+    compare(exp, args.seeds, args.argv, args.out)
 
 
 PROTOCOL_ROWS = [

@@ -51,3 +51,17 @@ def test_bad_warmup_arguments(argv, needle, data_dir, capsys):
 def test_unknown_dataset(capsys):
     assert main(["warmup", "--dataset", "nope-1m", "--quiet"]) == 2
     assert "unknown dataset 'nope-1m'" in capsys.readouterr().err
+
+
+def test_warmup_seeds_run_apart_merge_into_the_one_run(data_dir, tmp_path, capsys):
+    """The one merge takes warm-up records too: seeds run as separate processes give the one run's table."""
+    base = ["warmup", "--dataset", data_dir, "--methods", "base", "mean", *FAST]
+    assert main([*base, "--seeds", "0", "1", "--out", str(tmp_path / "both")]) == 0
+    for s in ("0", "1"):
+        assert main([*base, "--seeds", s, "--out", str(tmp_path / f"s{s}")]) == 0
+    assert main(["merge", "--protocol", "warmup", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"),
+                 "--out", str(tmp_path / "merged")]) == 0, capsys.readouterr().err
+    table = lambda p: p.read_text().split("AUC (higher", 1)[1]  # noqa: E731 - the tables, not the provenance
+    assert table(tmp_path / "merged.md") == table(tmp_path / "both.md")
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["family"] == "warmup" and [r["seed"] for r in merged["runs"]] == [0, 1]

@@ -13,6 +13,7 @@ from metarec.learners.emcdr import EMCDR, EMCDRConfig
 from metarec.learners.neumf import NeuMF, NeuMFConfig, fit_neumf
 from metarec.learners.scenario_ft import ScenarioFT, ScenarioFTConfig
 from metarec.nets.mf import MFConfig
+from metarec.report import scenario_table
 from metarec.scenario_run import (
     SCENARIO_LEARNERS,
     make_run,
@@ -20,7 +21,6 @@ from metarec.scenario_run import (
     prepare,
     run_scenario,
     scenario_context,
-    summary_table,
 )
 from metarec.scenarios import prepare_scenarios
 from metarec.tasks import collate
@@ -170,7 +170,7 @@ def test_entries_and_table():
     assert parse_entry("s2meta@learner.init=random")[1] == "s2meta@learner.init=random"
     res = [{"label": "a", "test": {"recall@10": v, "recall@20": v, "recall@50": v}, "train_seconds": 1.0}
            for v in (0.1, 0.3)]
-    assert "0.2000 ± 0.1000" in summary_table(res)
+    assert "0.2000 ± 0.1000" in scenario_table(res)
 
 
 def test_make_run_checks(sdata):

@@ -29,8 +29,8 @@ def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
     assert "| sasrec" in md and "ptft@model.finetune.steps=1" in md and "recall@10" in md
     blob = json.loads(out.with_suffix(".json").read_text())
     assert [r["method"] for r in blob["results"]] == ["sasrec", "ptft@model.finetune.steps=1"]
-    assert blob["protocol"]["new_users"] > 0 and 0 <= blob["results"][0]["test"]["ndcg@10"] <= 1
-    assert all(r["code"] == code_version() for r in blob["results"]) and f"Code: {code_version()}" in md
+    assert blob["protocol_stats"]["new_users"] > 0 and 0 <= blob["results"][0]["test"]["ndcg@10"] <= 1
+    assert all(r["code"] == code_version() for r in blob["results"]) and f"(code: {code_version()})" in md
     # PT-FT reused the sasrec pre-training of the same seed and chose its rate on meta-valid
     assert blob["results"][1]["best_epoch"] == blob["results"][0]["best_epoch"]
     assert set(blob["results"][1]["finetune_lr_selection"]) == {"0.001", "0.01", "0.1", "1.0"}
