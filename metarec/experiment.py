@@ -47,7 +47,8 @@ class Experiment:
 def _headline(r: dict) -> str:
     test = r["test"]
     keys = [k for k, v in test.items() if isinstance(v, int | float) and k not in ("tasks", "rows", "users")][:6]
-    return "  ".join(f"{k} {test[k]:.4f}" for k in keys) + f"  ({r.get('train_seconds', 0.0):.0f} s)"
+    preset = f", preset {r['preset'] or 'none'}" if "preset" in r else ""  # the rating family's named presets
+    return "  ".join(f"{k} {test[k]:.4f}" for k in keys) + f"  ({r.get('train_seconds', 0.0):.0f} s{preset})"
 
 
 def compare(exp: Experiment, seeds: list[int], argv: list[str], out: str | Path | None) -> list[dict]:

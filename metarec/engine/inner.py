@@ -93,8 +93,10 @@ def inner_loop(
     order: str | None = None,
     update: UpdateRule = sgd_step,
     step_arg: bool = False,
-    on_step: Callable[[int, Tensor, dict[str, Tensor]], None] | None = None,
+    on_step: Callable[[int, Tensor, dict[str, Tensor]], bool | None] | None = None,
     retain_graph: bool = False,
+    rule: Callable[[int, dict[str, Tensor], dict[str, Tensor], Tensor], dict[str, Tensor]] | None = None,
+    after_step: Callable[[int, dict[str, Tensor]], None] | None = None,
 ) -> dict[str, Tensor]:
     """``steps`` updates of every task at once; returns the adapted fast weights (name -> (B, ...)).
 
@@ -109,8 +111,12 @@ def inner_loop(
     detached leaves and the result is detached: test-time fine-tuning that nothing back-propagates through);
     default "first" if ``first_order`` else "second". ``update(w, g, lr)`` is the rule (default SGD,
     :func:`sgd_step`). ``on_step(step, loss, grads)`` sees each step's (B,) support losses and gradients (MAMO
-    keeps the first step's user gradients, the DeepFM warm-up its first losses). ``retain_graph`` keeps each
-    step's graph in first order (a caller that back-propagates through a recorded loss later).
+    keeps the first step's user gradients, the DeepFM warm-up its first losses); when it returns True the loop
+    ends there, before that step's update (s²Meta's stop policy once every task has stopped). ``retain_graph``
+    keeps each step's graph in first order (a caller that back-propagates through a recorded loss later).
+    ``rule(step, fast, grads, loss) -> new fast`` replaces the per-name ``update`` with one update of all
+    parameters at once: a learned rule whose state spans the parameters and steps (s²Meta's LSTM controller,
+    which also keeps the tasks that stopped where they are). ``after_step(step, fast)`` sees each step's result.
     """
     order = order or ("first" if first_order else "second")
     if order not in ORDERS:
@@ -131,15 +137,16 @@ def inner_loop(
             grads = torch.autograd.grad(loss.sum(), [fast[k] for k in names], create_graph=order == "second",
                                         retain_graph=True if retain_graph and order == "first" else None,
                                         allow_unused=True)
-            if on_step is not None:
-                on_step(step, loss, {k: g for k, g in zip(names, grads, strict=True) if g is not None})
-            new = {}
-            for k, g in zip(names, grads, strict=True):
-                if g is None:
-                    new[k] = fast[k]
-                    continue
-                new[k] = update(fast[k], g, lr[k] if isinstance(lr, Mapping) else lr)
-            fast = new
+            present = {k: g for k, g in zip(names, grads, strict=True) if g is not None}
+            if on_step is not None and on_step(step, loss, present):
+                break
+            if rule is not None:
+                fast = {**fast, **rule(step, fast, present, loss)}
+            else:
+                fast = {k: fast[k] if g is None else update(fast[k], g, lr[k] if isinstance(lr, Mapping) else lr)
+                        for k, g in zip(names, grads, strict=True)}
+            if after_step is not None:
+                after_step(step, fast)
     if order == "none":
         fast = {k: v.detach() for k, v in fast.items()}
     return fast

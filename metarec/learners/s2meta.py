@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from metarec.engine.inner import inner_loop
 from metarec.errors import MetarecError
 from metarec.learners.base import Adapted, Context, Learner
 from metarec.scenarios import split_triples
@@ -351,14 +352,6 @@ class S2Meta(ScenarioRecommender):
         draw = torch.stack([torch.rand(T, generator=g) for g in gens])
         return pick, slot, draw, gens
 
-    def _inner_grad(self, theta, users, pos, neg, mask) -> tuple[Tensor, dict[str, Tensor]]:
-        """Loss (B,) and per-task gradients of the inner batch, treated as constants (no higher order)."""
-        with torch.enable_grad():
-            th = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
-            loss = self._hinge(th, users, pos, neg, mask)  # (B,)
-            grads = torch.autograd.grad(loss.sum(), list(th.values()))
-        return loss.detach(), dict(zip(theta, grads, strict=True))
-
     def _update(self, theta, grads, loss, cont, states, gates_out):
         """One update of every parameter group; tasks with cont False keep their parameters."""
         cfg = self.config
@@ -400,17 +393,21 @@ class S2Meta(ScenarioRecommender):
         N = min(cfg.inner_batch, P)
         q = self._query_sample(batch) if train else None
         states: dict = {}
-        stop_state = None
-        alive = torch.ones(B, dtype=torch.bool)
-        steps = torch.zeros(B, dtype=torch.long)
-        log_cont, q_loss = [], []
+        log_cont: list[Tensor] = []
+        q_loss: list[Tensor] = []
         rec: dict = {"loss": [], "stop_p": [], "gates": {}, "thetas": []} if trace else None
         if q is not None and cfg.stop == "learned":
             with torch.no_grad():
                 q_loss.append(self._hinge(theta, *q))
         if trace:
             rec["thetas"].append({k: v.detach().clone() for k, v in theta.items()})
-        for t in range(T):
+        # the episode is the engine's inner loop: the step's inner batch, the stop policy (on_step), the learned
+        # update of every parameter group (rule) and the book-keeping after each step (after_step)
+        outer_grad = torch.is_grad_enabled()
+        run = {"alive": torch.ones(B, dtype=torch.bool), "steps": torch.zeros(B, dtype=torch.long),
+               "stop_state": None, "cont": None, "loss": None}
+
+        def support_loss(th: dict[str, Tensor], t: int) -> Tensor:  # (B,) the hinge of step t's inner batch
             neg_t = torch.gather(ineg, 2, slot[:, t, :, None]).squeeze(2)  # (B, P)
             if N < P:
                 score = pick[:, t].masked_fill(~ms, -1.0)
@@ -418,29 +415,44 @@ class S2Meta(ScenarioRecommender):
                 args = [torch.gather(x, 1, sel) for x in (us, ip, neg_t, ms)]
             else:
                 args = [us, ip, neg_t, ms]
-            loss, grads = self._inner_grad(theta, *args)
+            return self._hinge(th, *args)
+
+        def on_step(t: int, loss: Tensor, grads: dict[str, Tensor]) -> bool:
+            loss = loss.detach()  # the controllers see the loss and the gradients as constants (no higher order)
             gnorm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))  # (B,)
-            if cfg.stop == "learned":
-                p, stop_state = self.stopper.step(loss, gnorm, stop_state)  # (B,)
-                stop = p.detach() > 0.5 if (not train and cfg.eval_stop == "greedy") else draw[:, t] < p.detach()
-            else:
-                p, stop = torch.zeros(B), torch.zeros(B, dtype=torch.bool)
-            cont = alive & ~stop
+            with torch.set_grad_enabled(outer_grad):
+                if cfg.stop == "learned":
+                    p, run["stop_state"] = self.stopper.step(loss, gnorm, run["stop_state"])  # (B,)
+                    stop = p.detach() > 0.5 if (not train and cfg.eval_stop == "greedy") else draw[:, t] < p.detach()
+                else:
+                    p, stop = torch.zeros(B), torch.zeros(B, dtype=torch.bool)
+            cont = run["alive"] & ~stop
             if trace:
                 rec["loss"].append(loss.clone())
                 rec["stop_p"].append(p.detach().clone())
             if not bool(cont.any()):
-                break
+                return True  # every scenario has stopped: no update
             if cfg.stop == "learned" and train:
                 log_cont.append(torch.where(cont, torch.log1p(-p.clamp_max(1 - 1e-6)), torch.zeros_like(p)))
-            theta = self._update(theta, grads, loss, cont, states, rec["gates"] if trace else None)
-            alive = cont
-            steps = steps + cont.long()
+            run["cont"], run["loss"] = cont, loss
+            return False
+
+        def rule(t: int, th: dict[str, Tensor], grads: dict[str, Tensor], loss: Tensor) -> dict[str, Tensor]:
+            with torch.set_grad_enabled(outer_grad):
+                return self._update(th, grads, run["loss"], run["cont"], states, rec["gates"] if trace else None)
+
+        def after_step(t: int, th: dict[str, Tensor]) -> None:
+            cont = run["cont"]
+            run["alive"], run["steps"] = cont, run["steps"] + cont.long()
             if q is not None and cfg.stop == "learned":
                 with torch.no_grad():
-                    q_loss.append(torch.where(cont, self._hinge(theta, *q), q_loss[-1]))
+                    q_loss.append(torch.where(cont, self._hinge(th, *q), q_loss[-1]))
             if trace:
-                rec["thetas"].append({k: v.detach().clone() for k, v in theta.items()})
+                rec["thetas"].append({k: v.detach().clone() for k, v in th.items()})
+
+        theta = inner_loop(theta, support_loss, T, 0.0, order="first" if outer_grad else "none", step_arg=True,
+                           on_step=on_step, rule=rule, after_step=after_step)
+        steps = run["steps"]
         out = {"theta": theta, "steps": steps, "log_cont": log_cont, "q_loss": q_loss, "query": q}
         if trace:
             out["trace"] = rec

@@ -20,7 +20,7 @@ def metrics(path: Path) -> dict[str, float]:
     out = {}
     if path.suffix == ".txt":  # the demo's printed lines: "seed 0 NAME: mae 0.7229  rmse 0.8957 ..."
         for line in path.read_text().splitlines():
-            m = re.match(r"seed (\d+) (\S+): (.*?)\s+\(preset", line)
+            m = re.match(r"seed (\d+) (\S+): (.*?)\s+\(", line)  # "(preset P)", or since 5ce7285 "(N s, ...)"
             if m:
                 for k, v in re.findall(r"(\S+) (-?[\d.]+(?:e-?\d+)?)", m.group(3)):
                     out[f"demo/{m.group(2)}/s{m.group(1)}/{k}"] = float(v)

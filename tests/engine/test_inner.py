@@ -198,3 +198,78 @@ def test_lowrank_and_vmap_paths_agree(prep, first_order, loss, hidden):
     for a, b in zip(gf, gs, strict=True):
         if a is not None or b is not None:
             assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_a_whole_parameter_rule_with_a_stop_and_hooks_equals_the_hand_loop():
+    """``rule`` (a learned update over all parameters, with state across steps), ``on_step`` ending the loop and
+    ``after_step``: the numbers of the same loop written by hand, and the gradient of the rule's parameter by
+    finite differences (first order: the support gradients are constants)."""
+    from metarec.engine.inner import inner_loop
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, dtype=torch.float64)  # (B, N) three tasks
+    y = torch.randn(3, 5, dtype=torch.float64)
+    w0 = torch.randn(3, 5, dtype=torch.float64)
+    a = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)  # the rule's learned parameter
+
+    def loss_fn(f):
+        return ((f["w"] * x - y) ** 2).mean(1)  # (B,)
+
+    def run(a, stop_at=2, record=None):
+        mem = {"m": torch.zeros_like(w0)}
+
+        def rule(t, fast, grads, loss):  # momentum with a learned rate, stateful across steps
+            mem["m"] = 0.5 * mem["m"] + grads["w"]
+            return {"w": fast["w"] - a * mem["m"] / (1 + t)}
+
+        def on_step(t, loss, grads):
+            return t == stop_at  # ends before step stop_at's update
+
+        after = (lambda t, f: record.append(f["w"].detach().clone())) if record is not None else None
+        return inner_loop({"w": w0}, loss_fn, 5, 0.0, order="first", rule=rule, on_step=on_step, after_step=after)
+
+    seen: list = []
+    out = run(a, record=seen)["w"]
+    w, m = w0.clone(), torch.zeros_like(w0)
+    for t in range(2):  # by hand: steps 0 and 1 update, step 2 stops
+        wl = w.detach().requires_grad_(True)
+        g = torch.autograd.grad(loss_fn({"w": wl}).sum(), wl)[0]
+        m = 0.5 * m + g
+        w = w - a * m / (1 + t)
+        assert torch.equal(seen[t], w.detach())
+    assert len(seen) == 2 and torch.allclose(out, w)
+    query = lambda w: ((w * x - 2 * y) ** 2).sum()  # noqa: E731
+    (grad_a,) = torch.autograd.grad(query(out), a)
+    eps = 1e-6
+
+    def q_first_order(av):  # first order: gradients at the points the loop reached, held constant
+        w, m = w0.clone(), torch.zeros_like(w0)
+        for t in range(2):
+            wl = w.detach().requires_grad_(True)
+            g = torch.autograd.grad(loss_fn({"w": wl}).sum(), wl)[0]
+            m = 0.5 * m + g
+            w = w - av * m / (1 + t)
+        return query(w)
+
+    # the derivative through the rule's parameter with the support gradients as constants (those of a)
+    gs, w = [], w0.clone()
+    m = torch.zeros_like(w0)
+    for t in range(2):
+        wl = w.detach().requires_grad_(True)
+        gs.append(torch.autograd.grad(loss_fn({"w": wl}).sum(), wl)[0])
+        m = 0.5 * m + gs[-1]
+        w = (w - a * m / (1 + t)).detach()
+
+    def q_fixed(av):
+        w, m = w0.clone(), torch.zeros_like(w0)
+        for t in range(2):
+            m = 0.5 * m + gs[t]
+            w = w - av * m / (1 + t)
+        return query(w)
+
+    fd = (q_fixed(a.detach() + eps) - q_fixed(a.detach() - eps)) / (2 * eps)
+    assert torch.allclose(grad_a, fd, rtol=1e-5, atol=1e-8)
+    assert not torch.allclose(grad_a, (q_first_order(a.detach() + eps) - q_first_order(a.detach() - eps)) / (2 * eps),
+                              rtol=1e-3)  # the full derivative (gradients moving with a) is another number
+    none: list = []
+    assert torch.equal(run(a, stop_at=0, record=none)["w"], w0) and none == []  # stopped before any update
