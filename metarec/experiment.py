@@ -14,11 +14,12 @@ entry order; each family's own runner trains and evaluates). Everything around i
 - one report, ``OUT.md``: a title, the provenance, the family's description of its protocol and its mean ± std
   table (``metarec.report``);
 - one ``merge`` of any family's records (several seeds run as separate processes, or records of other runs):
-  one family, dataset and protocol; a (label, seed) pair once.
+  one family, dataset and protocol, run with the same protocol settings (seed aside); a (label, seed) pair once.
 """
 
 from __future__ import annotations
 
+import json
 import resource
 import shlex
 from collections.abc import Callable, Iterable
@@ -179,6 +180,39 @@ def family_of_record(r: dict, blob: dict) -> str:
     return "rating"
 
 
+def _settings(r: dict, blob: dict) -> str:
+    """The protocol settings a record was run with, seed left out, as canonical JSON ("" when not recorded)."""
+    rc = r.get("run_config") or {}
+    if "split" in rc:  # rating
+        part = {"split": rc["split"], "tasks": rc.get("tasks"), "view": rc.get("view"),
+                "threshold": rc.get("threshold"), "negatives": rc.get("negatives")}
+    elif "scenarios" in rc:
+        part = {"scenarios": rc["scenarios"]}
+    elif blob.get("runs"):  # warm-up: the runs of its file
+        part = {"warmup": [run.get("config", {}).get("warmup") for run in blob["runs"]][0]}
+    else:
+        return ""
+
+    def drop_seed(x):
+        if isinstance(x, dict):
+            return {k: drop_seed(v) for k, v in x.items() if k != "seed"}
+        return x
+
+    return json.dumps(drop_seed(part), sort_keys=True, default=str)
+
+
+def _first_difference(a: str, b: str) -> str:
+    def flat(d, pre=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
+        return out
+
+    fa, fb = flat(json.loads(a)), flat(json.loads(b))
+    k = next((k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)), "?")
+    return f"{k}: {fa.get(k)} -> {fb.get(k)}"
+
+
 def merge(inputs: list[str], out: str | Path, argv: list[str], labels: list[str] | None = None,
           title: str | None = None, valid: bool = False) -> list[dict]:
     """One table from several records of one family, dataset and protocol (e.g. one per seed, run in parallel);
@@ -187,6 +221,7 @@ def merge(inputs: list[str], out: str | Path, argv: list[str], labels: list[str]
     results: list[dict] = []
     runs: list[dict] = []
     extra: dict = {}
+    settings: set[str] = set()
     families = set()
     for path in inputs:
         blob = read_record(Path(path), "`metarec compare` record", result_keys=("seed", "test"))
@@ -201,6 +236,11 @@ def merge(inputs: list[str], out: str | Path, argv: list[str], labels: list[str]
                 raise MetarecError(f"{path}: another sequential protocol than {inputs[0]}; cannot merge")
             extra = {"protocol_stats": st}
         runs += blob.get("runs", [])
+        mine = {_settings(r, blob) for r in blob["results"]} - {""}
+        if mine and settings and mine != settings:
+            raise MetarecError(f"{path}: run with other protocol settings than {inputs[0]} "
+                               f"({_first_difference(min(settings), min(mine))}); cannot merge")
+        settings = settings or mine
         results += blob["results"]
     if not results:
         raise MetarecError("no results to merge")

@@ -121,3 +121,19 @@ def test_records_written_before_the_result_core_say_their_family():
     assert family_of_record({"learner": "bias"}, {"protocol": {"T": 1}}) == "sequential"  # old seqrec layout
     assert family_of_record({"learner": "bias"}, {}) == "rating"
     assert family_of_record({"family": "scenario"}, {}) == "scenario"
+
+
+def test_merge_refuses_records_of_other_protocol_settings(tmp_path):
+    def with_split(by):
+        def records(seed, skip):
+            r = _rec("rating", "A", seed, 0.1)
+            r["run_config"] = {"split": {"by": by, "seed": seed}, "tasks": {"k_shot": 5, "seed": seed}}
+            yield r
+        return Experiment("rating", "user-cold", "tiny", records)
+
+    compare(with_split("time"), [0], ["compare", "0"], tmp_path / "a")
+    compare(with_split("time"), [1], ["compare", "1"], tmp_path / "b")  # another seed, the same settings
+    compare(with_split("random"), [2], ["compare", "2"], tmp_path / "c")
+    assert len(merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")], tmp_path / "m", ["merge"])) == 2
+    with pytest.raises(MetarecError, match=r"other protocol settings .*split.by: time -> random"):
+        merge([str(tmp_path / "a.json"), str(tmp_path / "c.json")], tmp_path / "m2", ["merge"])
