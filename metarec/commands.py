@@ -123,10 +123,9 @@ def cmd_evaluate(args, extra) -> None:
     if not path.is_file():
         raise MetarecError(f"{path}: no such checkpoint")
     from metarec.models import load_model
-    from metarec.seqrec.methods import SeqMethod
 
     learner, extra_info = load_model(path)  # any family's model by registry name; one line for anything else
-    if isinstance(learner, SeqMethod):
+    if learner.family == "sequential":
         return _evaluate_sequential(path, learner, extra_info, args)
     if args.dataset:
         raise MetarecError("--dataset is for sequence models; this model evaluates on the data it records")
