@@ -292,8 +292,35 @@ class FeatureMLP(Learner):
 
         def score_items(items: Tensor) -> Tensor:
             B, N = len(owners), len(items)
+            if "C" in fast:  # the low-rank state: the first layer split into its user and item parts
+                return self._score_items_lowrank(fast, enc.user(owners), enc.item(items))
             u = enc.user(owners)[:, None, :].expand(B, N, enc.user_dim)  # (B, N, Du)
             i = enc.item(items)[None].expand(B, N, enc.item_dim)  # (B, N, Di)
             return self._head(fast, torch.cat([u, i], -1))
 
         return Adapted(owners, score, score_items)
+
+    def _score_items_lowrank(self, state: dict[str, Tensor], u: Tensor, i: Tensor,
+                             budget: int = 1 << 17) -> Tensor:
+        """Every task's owner against every item through the adapted heads of ``_adapt_lowrank``: u (B, Du)
+        user features, i (N, Di) item features -> (B, N). The same function as ``_apply_lowrank`` on the
+        concatenated pairs, without building them: the first layer's input is ``[u_b, i_n]``, so its shared
+        part ``u_b Wu^T + i_n Wi^T`` is a (B, H) and an (N, H) product (the item side computed once for every
+        task) and the low-rank correction ``([u_b, i_n] xs_b^T) C_b`` splits the same way; the per-task
+        (b, N, H) activations of the later layers are computed a few tasks at a time (``budget`` floats), so
+        that a batch of newcomers costs no more per newcomer than one alone."""
+        du = u.shape[-1]
+        w0 = self.head[0].weight  # (H, Du + Di)
+        zu = u @ w0[:, :du].T + state["0.bias"]  # (B, H)
+        zi = i @ w0[:, du:].T  # (N, H)
+        xs, c = state["xs"], state["C"]  # (B, S, D), (B, S, H)
+        ku = torch.bmm(xs[..., :du], u[:, :, None])  # (B, S, 1): u_b . xs_u[b, s]
+        B, N, H = u.shape[0], i.shape[0], zi.shape[1]
+        step = max(1, budget // max(1, N * H))
+        out = []
+        for a in range(0, B, step):
+            sl = slice(a, a + step)
+            k = torch.matmul(i, xs[sl, :, du:].transpose(1, 2)) + ku[sl].transpose(1, 2)  # (b, N, S)
+            z0 = zu[sl, None, :] + zi[None] - torch.bmm(k, c[sl])  # (b, N, H)
+            out.append(self._rest({n: v[sl] for n, v in state.items() if n not in ("xs", "C")}, z0))
+        return torch.cat(out) if len(out) > 1 else out[0]

@@ -273,3 +273,21 @@ def test_a_whole_parameter_rule_with_a_stop_and_hooks_equals_the_hand_loop():
                               rtol=1e-3)  # the full derivative (gradients moving with a) is another number
     none: list = []
     assert torch.equal(run(a, stop_at=0, record=none)["w"], w0) and none == []  # stopped before any update
+
+
+@pytest.mark.parametrize("hidden", [(8, 8), (8,), (8, 6, 4)])
+@pytest.mark.parametrize("budget", [1, 1 << 20])  # one task at a time, all at once
+def test_item_split_scoring_equals_the_pairs(prep, hidden, budget):
+    """``score_items`` on the low-rank state (first layer split into its user and item parts, the item side
+    computed once, tasks in chunks) gives the numbers of the adapted head on the concatenated pairs."""
+    model = make(prep, steps=2, lr=0.05, hidden=hidden)
+    _, batch = ragged_batch(prep, n=5)
+    items = torch.arange(prep.ctx.n_items)
+    with torch.no_grad():
+        x_s = model.encoder.pair(batch.s_user, batch.s_item)
+        state = model._adapt_fast(x_s, batch, 2, first_order=True)
+        got = model._score_items_lowrank(state, model.encoder.user(batch.owner), model.encoder.item(items), budget)
+        B, N = len(batch), len(items)
+        pairs = model.encoder.pair(batch.owner[:, None].expand(B, N), items[None].expand(B, N))
+        want = model._apply_lowrank(state, pairs)  # (B, N)
+    assert got.shape == (B, N) and torch.allclose(got, want, rtol=1e-10, atol=1e-10)
