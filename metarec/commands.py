@@ -395,6 +395,61 @@ OVERRIDES_HELP = ("Every config field can be set with --section.field=value (sec
                   "before any data is read.")
 
 
+def cmd_serve(args, extra) -> None:
+    """Serve trained models to newcomers over HTTP (metarec/serve/app.py)."""
+    import ipaddress
+    import os
+    import socket
+
+    import torch
+
+    from metarec.serve.app import ENV, ServeConfig, create_app, settings_to_env
+    from metarec.serve.service import ServeLimits, load_servable
+
+    if args.workers < 1 or args.max_batch < 1 or args.window_ms < 0 or args.threads < 1:
+        raise MetarecError("--workers, --max-batch and --threads take numbers >= 1, --window-ms >= 0")
+    key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    limits = ServeLimits(slots=max(args.max_batch, 1))
+    config = ServeConfig(0.0 if args.no_batching else args.window_ms, args.max_batch, key or None, args.max_body,
+                         limits)
+    torch.set_num_threads(args.threads)
+    # every model loaded (and checked) once, up front
+    servables = [load_servable(r, limits, args.dataset) for r in args.runs]
+    names = [s.name for s in servables]
+    if len(set(names)) < len(names):
+        raise MetarecError(f"two served models share a name ({', '.join(names)}): serve them from separate "
+                           "processes")
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback
+    except (OSError, ValueError):
+        raise MetarecError(f"--host {args.host}: not an address of this machine") from None
+    if not loopback and not key:
+        print(f"metarec: warning: serving on {args.host} without an API key (set {args.api_key_env})",
+              file=sys.stderr)
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:  # one clear line for a port in use, before any worker starts
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            raise MetarecError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    for s in servables:
+        print(f"serving {s.name} ({s.family}, {s.view}, {s.dataset}, {len(s.candidates)} items; no interactions: "
+              f"{s.fallback}) from {s.path}")
+    batching = f"micro-batching {config.window_ms:g} ms, up to {config.max_batch}" if config.window_ms else \
+        "no micro-batching"
+    print(f"http://{args.host}:{args.port}/ (docs: /docs; {batching}; {args.workers} worker(s); "
+          f"API key {'required' if key else 'off'})", flush=True)
+    import uvicorn
+
+    if args.workers == 1:
+        uvicorn.run(create_app(servables, config), host=args.host, port=args.port, log_level=args.log_level)
+        return
+    os.environ[ENV] = settings_to_env([str(s.path) for s in servables], config, args.dataset)
+    os.environ[ENV + "_KEY_VAR"] = args.api_key_env or ""
+    uvicorn.run("metarec.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level)
+
+
 def register(sub) -> None:
     s = sub.add_parser("train", help="train and evaluate one learner; save model.pt and results.json",
                        epilog=OVERRIDES_HELP)
@@ -433,6 +488,27 @@ def register(sub) -> None:
     s.add_argument("--title", help="the table's title (default: the family's)")
     s.add_argument("--valid", action="store_true", help="also tabulate the meta-valid metrics (rating protocols)")
     s.set_defaults(func=cmd_merge, takes_overrides=False)
+
+    s = sub.add_parser("serve", help="serve trained models to newcomers over HTTP (a page to try it at /)",
+                       description="Recommendations for a newcomer over HTTP: POST /v1/recommend, /v1/score, GET "
+                       "/v1/items?q=, /v1/models, /healthz, /metrics; OpenAPI docs at /docs; a page at /.")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or model.pt files) of `metarec "
+                   "train` / `compare --save` (rating family) or of the sequential runners")
+    s.add_argument("--dataset", help="sequential models trained on a dataset given as a directory: that directory "
+                   "(their files record its name only)")
+    s.add_argument("--host", default="127.0.0.1", help="the address to bind (default loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="worker processes (each loads the models)")
+    s.add_argument("--window-ms", type=float, default=2.0, help="micro-batching: how long the first request of a "
+                   "batch waits for others")
+    s.add_argument("--max-batch", type=int, default=32, help="micro-batching: newcomers adapted together at most")
+    s.add_argument("--no-batching", action="store_true", help="every request adapts alone")
+    s.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    s.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes (413 above)")
+    s.add_argument("--api-key-env", default="METAREC_API_KEY", help="the environment variable holding the API key; "
+                   "when it is set, /v1/* and /metrics need it in the X-API-Key header")
+    s.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    s.set_defaults(func=cmd_serve, takes_overrides=False)
 
     s = sub.add_parser("curve", help="a metric against support size K for several learners, as a PNG",
                        epilog=OVERRIDES_HELP + " NAME@key=value,key=value gives one learner its own overrides.")

@@ -180,7 +180,10 @@ class RatingProtocol:
         with torch.no_grad():
             return evaluator(self, prep)(model, getattr(prep, part))
 
-    def prepare(self, ds) -> Prepared:
+    def context(self, ds) -> tuple:
+        """What every learner of this protocol knows before any task: (the dataset in this view, the split, the
+        task parts a task file gives (None: built from the split), the feature space fitted on meta-train, the
+        encoded feature context). ``prepare`` builds the tasks on it; serving needs only this."""
         if self.view == "implicit":
             ds = to_implicit(ds, self.threshold)
             if ds.n_inter == 0:
@@ -198,6 +201,10 @@ class RatingProtocol:
         item_ids = torch.zeros(ds.n_items, dtype=torch.long)
         item_ids[torch.from_numpy(seen)] = torch.arange(1, len(seen) + 1)
         ctx = Context(fs.encode_users(ds.users), icodes, genre, fs.user_cardinalities, fs.item_cardinalities, item_ids)
+        return ds, split, parts, fs, ctx
+
+    def prepare(self, ds) -> Prepared:
+        ds, split, parts, fs, ctx = self.context(ds)
         if parts is None:
             parts = [build_tasks(df, self.tasks, desc=name) for name, df in split.parts.items()]
         if any(len(p) == 0 for p in parts):

@@ -71,6 +71,19 @@ class Learner(nn.Module):
         and rate)."""
         return {}
 
+    def set_user_codes(self, users: Tensor, codes: Tensor) -> None:
+        """Declared hook: the side features of users ``users`` (B,) become ``codes`` (B, F_u) (per-field codes of
+        the context, 0 = unknown): a newcomer's profile when serving. Default: every feature encoder of the
+        learner and its context take them (learners without user features ignore them)."""
+        from metarec.nets.features import FeatureEncoder
+
+        if self.ctx.user_codes.shape[1] == 0:  # no user fields (the scenario learners)
+            return
+        self.ctx.user_codes[users] = codes.to(self.ctx.user_codes.dtype)
+        for m in self.modules():
+            if isinstance(m, FeatureEncoder):
+                m.set_user_codes(users, codes)
+
     def set_embeddings(self, users: Tensor, items: Tensor) -> None:
         """The scenario protocol's pretrained user and item embeddings; default: unused."""
 

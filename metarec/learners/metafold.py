@@ -133,6 +133,11 @@ class MetaFold(Learner):
     def implicit(self) -> bool:
         return self.config.loss == "bce"
 
+    def set_user_codes(self, users: Tensor, codes: Tensor) -> None:
+        super().set_user_codes(users, codes)
+        cards = torch.tensor(self.ctx.user_cards)
+        self.user_codes[users] = codes.to(self.user_codes.dtype) + (cards.cumsum(0) - cards)
+
     def prefit(self, train_inter) -> None:
         """The ALS start on the meta-train interactions: item factors, biases, content map, anchor."""
         fitted = fit_factors(self.ctx, train_inter, replace(self.start, content=False))

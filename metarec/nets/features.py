@@ -36,6 +36,11 @@ class FeatureEncoder(nn.Module):
         self.user_dim = dim * len(ctx.user_cards)
         self.item_dim = dim * (len(ctx.item_cards) + (self.genre is not None) + (self.id_emb is not None))
 
+    def set_user_codes(self, users: Tensor, codes: Tensor) -> None:
+        """Rows ``users`` (B,) of the user features become ``codes`` (B, F_u) (per-field codes, 0 = unknown)."""
+        cards = [e.num_embeddings for e in self.user_emb]
+        self.user_codes[users] = _offset_codes(codes.to(self.user_codes.dtype), cards)
+
     @staticmethod
     def _lookup(tables: nn.ModuleList, codes: Tensor) -> Tensor:
         """codes (..., F) already offset into the concatenated tables -> (..., F * d)."""

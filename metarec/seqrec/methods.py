@@ -69,6 +69,9 @@ class SeqMethod(Learner):
     def train_tasks(self, data) -> list:
         return data.train
 
+    def set_user_codes(self, users: Tensor, codes: Tensor) -> None:
+        """No user features: a sequence model knows a user by the items of the sequence."""
+
     def meta_loss(self, batch: SeqBatch) -> Tensor:
         raise NotImplementedError
 
