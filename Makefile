@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-mml demo test test-slow lint bench clean
+.PHONY: setup setup-mml demo test test-slow test-browser lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,7 +35,14 @@ test: $(STAMP)
 ## Everything, including the slow tests (ml-1m, longer training).
 ## It installs MML's extras first (setup-mml); a test that needs one fails instead of skipping.
 test-slow: setup-mml
-	METAREC_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -q -m ''
+	METAREC_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -q -m 'not browser'
+
+## The serving page in a real browser: Debian's chromium and its driver (apt, needs root), Selenium (pip).
+test-browser: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver)
+	$(BIN)/python -m pip install --quiet -e '.[dev,browser]'
+	$(BIN)/python -m pytest -q -m browser tests/serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("metarec.scenario_run", fromlist=["register"]).register(sub)  # metarec scenario (s²Meta)
     s = sub.add_parser("demo", help="the main job: MeLU and the baselines on ml-100k user-cold, as a table")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save", default="runs/demo", help="where the trained models go, for `metarec serve` ('' for "
+                   "nowhere)")
     s.set_defaults(func=commands.cmd_demo, takes_overrides=True)
     return p
 

@@ -200,7 +200,9 @@ def cmd_compare(args, extra) -> None:
                 continue
             if prep is None:
                 prep = prepare(run)
-            res = train_and_evaluate(run, lcfg, progress=not args.quiet, prep=prep, pretrained=pretrained)
+            save = Path(args.save) / f"{label.replace('/', '_')}-s{seed}" if args.save else None
+            res = train_and_evaluate(run, lcfg, out_dir=save, progress=not args.quiet, prep=prep,
+                                     pretrained=pretrained)
             res["label"] = label
             yield res
 
@@ -378,9 +380,12 @@ def cmd_stats(args, extra) -> None:
 def cmd_demo(args, extra) -> None:
     """The main job: the fold-in learners, MeLU and the baselines on ml-100k user-cold, one seed, as a table."""
     ns = argparse.Namespace(learners=DEMO_LEARNERS, seeds=[args.seed], dataset="ml-100k", protocol="user-cold",
-                            view="explicit", config=None, quiet=True, out=None, valid=False, argv=[],
-                            preset=None, presets=None)
+                            view="explicit", config=None, quiet=True, out=None, valid=False, argv=["demo"],
+                            preset=None, presets=None, save=args.save or None)
     cmd_compare(ns, list(extra))
+    if args.save:
+        print(f"models saved under {args.save}/LEARNER-s{args.seed} (serve them: metarec serve "
+              f"{args.save}/melu-s{args.seed} {args.save}/foldin-s{args.seed})")
 
 
 # The learners to use (foldin, metafold), MeLU with the paper's settings (labelled as such), then each learner with
@@ -477,6 +482,8 @@ def register(sub) -> None:
     s.add_argument("--out", help="write OUT.md and OUT.json")
     s.add_argument("--valid", action="store_true",
                    help="also tabulate the meta-valid metrics (for selection runs: choose on these, not on test)")
+    s.add_argument("--save", metavar="DIR", help="also save every run (model.pt, results.json, its checkpoint) "
+                   "under DIR/LABEL-sSEED, e.g. for `metarec serve`")
     s.set_defaults(func=cmd_compare, takes_overrides=True)
 
     s = sub.add_parser("merge", help="one table from several compare records of any protocol (e.g. seeds run in "

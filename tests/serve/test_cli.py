@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
+import urllib.error
 import urllib.request
 
 import pytest
 
 from metarec.cli import main
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(port: int, proc, seconds: float = 60.0) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited: {proc.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("the server did not come up")
+from metarec.serve.browser import free_port, serve_in_background
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_answers_on_loopback_and_stops(served_runs, tmp_path, workers):
     port = free_port()
-    env = {**os.environ, "METAREC_HOME": str(tmp_path / "home"), "METAREC_API_KEY": "k1"}
-    proc = subprocess.Popen([sys.executable, "-m", "metarec.cli", "serve", str(served_runs["melu"]),
-                             str(served_runs["sasrec"]), "--dataset", str(served_runs["data"]), "--port", str(port),
-                             "--workers", workers], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {"METAREC_HOME": str(tmp_path / "home"), "METAREC_API_KEY": "k1"}
+    proc = serve_in_background([str(served_runs["melu"]), str(served_runs["sasrec"])], port,
+                               ("--dataset", str(served_runs["data"]), "--workers", workers), env)
     try:
-        wait_up(port, proc)
         body = json.dumps({"interactions": [{"item": "i1", "rating": 4}], "k": 3}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/recommend", data=body, method="POST",
                                      headers={"Content-Type": "application/json", "X-API-Key": "k1"})
