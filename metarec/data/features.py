@@ -51,6 +51,23 @@ class FeatureSpace:
                 cols[f] = items[f].astype("string")
         return cols
 
+    def user_encoder(self):
+        """``encode(profile) -> (F_u,) codes`` for one user's fields given as a mapping (a newcomer when serving):
+        the function ``encode_users`` computes for a frame's row, in plain Python (no frame per user)."""
+        index = {f: {v: j for j, v in enumerate(self.user_vocab[f])} for f in self.user_fields}
+
+        def encode(profile) -> list[int]:
+            out = []
+            for f in self.user_fields:
+                v = profile.get(f)
+                v = UNKNOWN if v is None else str(v)
+                if f == "zip" and v != UNKNOWN:
+                    v = v[: self.zip_prefix]
+                out.append(index[f].get(v, 0))
+            return out
+
+        return encode
+
     def encode_users(self, users: pd.DataFrame) -> torch.Tensor:
         """(n_users, F_u) long codes."""
         return _encode(self.user_columns(users), self.user_vocab, self.user_fields, len(users))

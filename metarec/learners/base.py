@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from metarec.config import config_from_dict
@@ -37,6 +38,16 @@ class Adapted:
     # sequential models: (seq (B, L) item codes, pos (B, P) output positions) -> (B, P, n_items) scores of every
     # item as the one that follows position p of the sequence; None for the models that score pairs only
     score_next: Callable[[Tensor, Tensor], Tensor] | None = None
+
+
+def by_task_chunks(score: Callable[[slice], Tensor], n_tasks: int, per_task: int, budget: int = 1 << 17) -> Tensor:
+    """``score(tasks)`` for a slice of the tasks -> (b, N), computed a few tasks at a time and concatenated to
+    (B, N): a batched full ranking whose (b, N, hidden) intermediates (``per_task`` floats per task) stay near
+    ``budget`` floats, so that a batch of newcomers costs no more per newcomer than one alone."""
+    step = max(1, budget // max(1, per_task))
+    if step >= n_tasks:
+        return score(slice(0, n_tasks))
+    return torch.cat([score(slice(a, a + step)) for a in range(0, n_tasks, step)])
 
 
 class Learner(nn.Module):

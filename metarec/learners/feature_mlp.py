@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec.engine.inner import InnerConfig, batched_call, expand_fast, inner_loop, masked_task_loss, sgd_step
-from metarec.learners.base import Adapted, Context, Learner
+from metarec.learners.base import Adapted, Context, Learner, by_task_chunks
 from metarec.nets.features import FeatureEncoder
 from metarec.nets.mlp import mlp
 from metarec.tasks import TaskBatch
@@ -315,12 +315,11 @@ class FeatureMLP(Learner):
         zi = i @ w0[:, du:].T  # (N, H)
         xs, c = state["xs"], state["C"]  # (B, S, D), (B, S, H)
         ku = torch.bmm(xs[..., :du], u[:, :, None])  # (B, S, 1): u_b . xs_u[b, s]
-        B, N, H = u.shape[0], i.shape[0], zi.shape[1]
-        step = max(1, budget // max(1, N * H))
-        out = []
-        for a in range(0, B, step):
-            sl = slice(a, a + step)
-            k = torch.matmul(i, xs[sl, :, du:].transpose(1, 2)) + ku[sl].transpose(1, 2)  # (b, N, S)
-            z0 = zu[sl, None, :] + zi[None] - torch.bmm(k, c[sl])  # (b, N, H)
-            out.append(self._rest({n: v[sl] for n, v in state.items() if n not in ("xs", "C")}, z0))
-        return torch.cat(out) if len(out) > 1 else out[0]
+        rest = {n: v for n, v in state.items() if n not in ("xs", "C")}
+
+        def score(t: slice) -> Tensor:
+            k = torch.matmul(i, xs[t, :, du:].transpose(1, 2)) + ku[t].transpose(1, 2)  # (b, N, S)
+            z0 = zu[t, None, :] + zi[None] - torch.bmm(k, c[t])  # (b, N, H)
+            return self._rest({n: v[t] for n, v in rest.items()}, z0)
+
+        return by_task_chunks(score, u.shape[0], i.shape[0] * zi.shape[1], budget)

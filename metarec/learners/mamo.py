@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from metarec.engine.inner import InnerConfig, inner_loop, masked_task_loss
-from metarec.learners.base import Adapted, Context, Learner
+from metarec.learners.base import Adapted, Context, Learner, by_task_chunks
 from metarec.nets.features import FeatureEncoder
 from metarec.tasks import TaskBatch
 
@@ -248,6 +248,9 @@ class MAMO(Learner):
             return self._forward(fast, xu, enc.item(items))
 
         def score_items(items: Tensor) -> Tensor:
-            return self._forward(fast, profile[:, None, :], enc.item(items))  # (B, N)
+            xi = enc.item(items)  # (N, Di) shared by every task
+            width = fast["mem.weight"].shape[1]  # the widest per-item activation (2d)
+            return by_task_chunks(lambda t: self._forward({k: v[t] for k, v in fast.items()}, profile[t, None, :],
+                                                          xi), len(owners), items.shape[0] * width)  # (B, N)
 
         return Adapted(owners, score, score_items)

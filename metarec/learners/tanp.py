@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec.engine.inner import masked_task_loss
-from metarec.learners.base import Adapted, Context, Learner
+from metarec.learners.base import Adapted, Context, Learner, by_task_chunks
 from metarec.nets.features import FeatureEncoder
 from metarec.tasks import TaskBatch
 
@@ -209,6 +209,7 @@ class TaNP(Learner):
 
         def score_items(items: Tensor) -> Tensor:
             xu, xi = self._sides(owners[:, None], items[None])  # (B, 1, s), (1, N, s)
-            return self._decode(xu, xi, z, o)
+            return by_task_chunks(lambda t: self._decode(xu[t], xi, z[t], o[t]), len(owners),
+                                  items.shape[0] * self.dec[0].out_features)
 
         return Adapted(owners, score, score_items)

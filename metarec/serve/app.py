@@ -147,15 +147,6 @@ def create_app(servables: list[Servable], config: ServeConfig = ServeConfig()) -
     app = FastAPI(title="metarec serve", version="1", lifespan=lifespan,
                   description="Recommendations for a newcomer, adapted from the handful of items they rated.")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "other")
-        requests.labels(endpoint, str(response.status_code)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -197,15 +188,15 @@ def create_app(servables: list[Servable], config: ServeConfig = ServeConfig()) -
     async def recommend(body: RecommendBody):
         s = pick(body.model)
         res, ms = await answer(s, _as_newcomer(body, body.k, body.exclude))
-        return {"model": s.name, "items": item_rows(s, res.items), "adapted_on": res.adapted_on,
-                "unknown_items": res.unknown, "fallback": res.fallback, "latency_ms": round(ms, 3)}
+        return JSONResponse({"model": s.name, "items": item_rows(s, res.items), "adapted_on": res.adapted_on,
+                             "unknown_items": res.unknown, "fallback": res.fallback, "latency_ms": round(ms, 3)})
 
     @app.post("/v1/score", dependencies=[Depends(key)])
     async def score(body: ScoreBody):
         s = pick(body.model)
         res, ms = await answer(s, _as_newcomer(body, score=body.items))
-        return {"model": s.name, "scores": item_rows(s, res.items), "adapted_on": res.adapted_on,
-                "unknown_items": res.unknown, "fallback": res.fallback, "latency_ms": round(ms, 3)}
+        return JSONResponse({"model": s.name, "scores": item_rows(s, res.items), "adapted_on": res.adapted_on,
+                             "unknown_items": res.unknown, "fallback": res.fallback, "latency_ms": round(ms, 3)})
 
     @app.get("/v1/items", dependencies=[Depends(key)])
     async def items(q: str = Query(..., min_length=1, max_length=200), model: str | None = None,
@@ -233,7 +224,25 @@ def create_app(servables: list[Servable], config: ServeConfig = ServeConfig()) -
     async def index():
         return page
 
-    return BodyLimit(app, config.max_body)  # type: ignore[return-value]
+    async def observed(scope, receive, send):
+        """Counts and latency by endpoint (the route's path) and status, around everything else."""
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+
+        async def send_status(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "other")
+            requests.labels(endpoint, str(status[0])).inc()
+            latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    return BodyLimit(observed, config.max_body)  # type: ignore[return-value]
 
 
 class _Unauthorized(RequestError):

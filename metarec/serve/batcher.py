@@ -3,8 +3,10 @@
 One :class:`MicroBatcher` per served model. The first request of a batch waits at most ``window_ms`` for others
 (``max_batch`` at most); the batch runs in the model's one worker thread (``fn(requests) -> results``, one
 vectorised adaptation), while the event loop keeps accepting requests, so under load the next batch is already
-waiting when one finishes. ``window_ms = 0`` turns batching off: every request runs alone, one at a time, in the
-same worker thread (what the benchmark compares against).
+waiting when one finishes. The window is only waited out when requests have been overlapping (more than one in
+flight since the last batch): a lone client is answered at once instead of paying the window on every request.
+``window_ms = 0`` turns batching off: every request runs alone, one at a time, in the same worker thread (what
+the benchmark compares against).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class MicroBatcher:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"metarec-{name}")  # one model, one thread
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.inflight = 0  # submitted, not yet answered
+        self.overlapping = False  # more than one in flight since the last batch started
 
     @property
     def batching(self) -> bool:
@@ -45,15 +49,21 @@ class MicroBatcher:
             self.task = loop.create_task(self._worker())
         fut = loop.create_future()
         assert self.queue is not None
-        await self.queue.put((item, fut))
-        return await fut
+        self.inflight += 1
+        self.overlapping = self.overlapping or self.inflight > 1
+        try:
+            await self.queue.put((item, fut))
+            return await fut
+        finally:
+            self.inflight -= 1
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.queue is not None
         while True:
             batch = [await self.queue.get()]
-            deadline = loop.time() + self.window
+            deadline = loop.time() + (self.window if self.overlapping else 0.0)
+            self.overlapping = self.inflight > 1
             while len(batch) < self.max_batch:
                 try:  # everything already waiting joins at once; then wait out the window for more
                     batch.append(self.queue.get_nowait())

@@ -100,6 +100,7 @@ class Servable:
         self.rating_range = rating_range
         self.negatives = negatives
         self._lower_titles = [t.lower() for t in titles]
+        self._encode_user = features.user_encoder() if features is not None else None
         self.fallback = "prior"  # what the probe tries
         self.fallback = "popularity" if self.family == "sequential" else self._probe_prior()
 
@@ -227,16 +228,13 @@ class Servable:
         return tasks, meta, profiles
 
     def _rating_scores(self, reqs: list[Request]):
-        import pandas as pd
-
         from metarec.tasks import collate
 
         tasks, meta, profiles = self._rating_tasks(reqs)
         users = torch.arange(self.n_users, self.n_users + len(reqs))
         if self.features is not None and self.profile_fields:
-            codes = self.features.encode_users(pd.DataFrame(profiles, columns=list(self.profile_fields),
-                                                            dtype="string"))
-            self.learner.set_user_codes(users, codes)
+            self.learner.set_user_codes(users, torch.tensor([self._encode_user(p) for p in profiles],
+                                                            dtype=torch.long))
         if self.fallback == "popularity" and all(m[0] == 0 for m in meta):
             return [None] * len(reqs), meta
         scores = self.learner.adapt(collate(tasks)).score_items(self.candidates)  # (B, C)

@@ -92,3 +92,26 @@ def assert_end_to_end(name, dataset, view, tmp_path, learner_over):
     assert ("rmse" if view == "explicit" else "ndcg@10") in res["test"]
     back, _ = load_learner(tmp_path / "model.pt")
     assert back.name == name and back.config == lcfg
+
+
+def assert_chunked_full_ranking_is_exact(learner, prep, module, monkeypatch):
+    """``score_items`` over every item, computed a task at a time (``by_task_chunks`` with a budget of one float),
+    equals the scores of the same pairs through ``score`` and the unchunked call."""
+    import functools
+
+    import torch
+
+    from metarec.learners.base import by_task_chunks
+    from metarec.tasks import collate
+
+    batch = as_double(collate(prep.test[:5]))
+    items = torch.arange(prep.ctx.n_items)
+    with torch.no_grad():
+        adapted = learner.adapt(batch)
+        whole = adapted.score_items(items)  # (B, N)
+        monkeypatch.setattr(module, "by_task_chunks", functools.partial(by_task_chunks, budget=1))
+        chunked = learner.adapt(batch).score_items(items)
+        B, N = whole.shape
+        pairs = adapted.score(batch.owner[:, None].expand(B, N), items[None].expand(B, N))
+    assert torch.allclose(chunked, whole, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(whole, pairs, rtol=1e-10, atol=1e-10)

@@ -181,3 +181,10 @@ def test_fit_lowers_the_loss_and_save_load_round_trips(prep, tmp_path):
 @pytest.mark.parametrize("view", ["explicit", "implicit"])
 def test_end_to_end(tiny_dataset, view, tmp_path):
     assert_end_to_end("mamo", tiny_dataset, view, tmp_path, {"emb_dim": 4, "inner.steps": 1})
+
+
+def test_full_ranking_in_task_chunks_is_exact(prep, monkeypatch):
+    from metarec.learners import mamo
+    from tests.learners.common import assert_chunked_full_ranking_is_exact
+
+    assert_chunked_full_ranking_is_exact(make(prep).eval(), prep, mamo, monkeypatch)

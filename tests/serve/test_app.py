@@ -172,3 +172,20 @@ def test_a_failing_batch_fails_its_requests_not_the_batcher():
 
     bad, good = asyncio.run(go())
     assert isinstance(bad[0], RuntimeError) and good == 1
+
+
+def test_a_lone_request_does_not_wait_out_the_window():
+    """The window is waited out only when requests overlap: one client, one request at a time, is answered at
+    once (a 2-second window would show)."""
+    import time
+
+    async def go():
+        b = MicroBatcher(lambda xs: xs, window_ms=2000.0, max_batch=8)
+        t0 = time.perf_counter()
+        for x in range(3):
+            assert await b.submit(x) == x
+        took = time.perf_counter() - t0
+        await b.close()
+        return took
+
+    assert asyncio.run(go()) < 1.0

@@ -125,3 +125,18 @@ def test_what_cannot_be_served_stops_with_one_line(tmp_path, served_runs):
     small = load_servable(served_runs["bias"], ServeLimits(slots=2))
     reqs = [Request(items=liked(small, 2), ratings=[5, 1]) for _ in range(5)]  # more newcomers than slots
     assert len(small.run(reqs)) == 5
+
+
+def test_a_profile_is_encoded_as_the_feature_space_encodes_the_users(tiny_dataset):
+    """The per-newcomer encoder (plain Python) gives the codes of ``encode_users`` (pandas) for every user,
+    missing fields and unseen values included."""
+    from metarec.data.features import fit_features
+
+    ds = tiny_dataset
+    fs = fit_features(ds, ds.inter[ds.inter["user"] < 30])  # users 30+ bring values the vocabulary lacks
+    enc = fs.user_encoder()
+    want = fs.encode_users(ds.users).tolist()
+    got = [enc({f: ds.users.at[u, f] for f in fs.user_fields}) for u in range(ds.n_users)]
+    assert got == want
+    assert enc({}) == [0] * len(fs.user_fields)  # nothing given: unknown everywhere
+    assert enc({"zip": "99999999", "gender": "nonsense"})[fs.user_fields.index("gender")] == 0
