@@ -189,3 +189,29 @@ def test_a_lone_request_does_not_wait_out_the_window():
         return took
 
     assert asyncio.run(go()) < 1.0
+
+
+def test_no_body_gets_a_500(servables):
+    """Fuzzed bodies (any JSON, and near-valid requests with odd values) never get a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8)
+    anyjson = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c,
+                                                                                          max_size=4), max_leaves=12)
+    item = st.one_of(st.sampled_from(["i1", "i2", "i40", "nope", ""]), st.integers(-5, 100))
+    inter = st.fixed_dictionaries({"item": item}, optional={"rating": scalars, "t": scalars})
+    near = st.fixed_dictionaries({}, optional={
+        "model": st.sampled_from(["melu", "bias", "sasrec", "x"]) | scalars, "k": scalars | st.integers(-3, 200),
+        "interactions": st.lists(inter, max_size=6) | anyjson, "profile": st.dictionaries(
+            st.sampled_from(["age", "gender", "zip", "shoe"]), scalars, max_size=3) | anyjson,
+        "exclude": st.lists(item, max_size=3) | anyjson, "items": st.lists(item, max_size=3) | anyjson})
+
+    with TestClient(create_app(servables)) as c:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=anyjson | near, path=st.sampled_from(["/v1/recommend", "/v1/score"]))
+        def check(body, path):
+            r = c.post(path, content=json.dumps(body, allow_nan=True), headers={"Content-Type": "application/json"})
+            assert r.status_code < 500, (body, r.text)
+
+        check()
