@@ -161,12 +161,15 @@ def http_bench(run: str, name: str, reqs: list[Request], seconds: float, max_req
         asyncio.run(load(port, bodies[:10], 1, 2.0, 50))  # warm up
         one = asyncio.run(load(port, bodies, 1, min(seconds, 20.0), 400))
         before = rss_mb(proc.pid)
+        asyncio.run(load(port, bodies, 32, 10.0, max_requests))  # the working set of full batches, 32 connections
+        warm = rss_mb(proc.pid)
         many = asyncio.run(load(port, bodies, 32, seconds, max_requests))
         after = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"one_client": one, "32_clients": {**many, "rss_mb_before": before, "rss_mb_after": after}}
+    return {"one_client": one, "32_clients": {**many, "rss_mb_before": before, "rss_mb_warm": warm,
+                                              "rss_mb_after": after}}
 
 
 def fmt(x, d=1) -> str:
@@ -181,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--dataset", help="sequential models trained on a dataset given as a directory")
     ap.add_argument("--out", default="docs/benchmarks/serving")
+    ap.add_argument("--render", metavar="JSON", help="only redraw OUT.md from a record (no measuring)")
     args = ap.parse_args(argv)
+    if args.render:
+        blob = json.loads(Path(args.render).read_text())
+        render(blob, Path(args.out), blob.get("seconds", args.seconds))
+        return 0
     torch.set_num_threads(1)
     command = "python benchmarks/serve_bench.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    record: dict = {"command": command, "code": code_version(), "models": []}
+    record: dict = {"command": command, "code": code_version(), "seconds": args.seconds, "models": []}
     for run in args.runs:
         s = load_servable(run, dataset=args.dataset)
         entry: dict = {"model": s.name, "family": s.family, "view": s.view, "dataset": s.dataset,
@@ -203,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         del s
     out = Path(args.out)
     write_json(out.with_suffix(".json"), record)
+    render(record, out, args.seconds)
+    return 0
+
+
+def render(record: dict, out: Path, seconds: float) -> None:
+    """OUT.md from the record (``--render OUT.json`` redraws it without measuring again)."""
+    command = record["command"]
     rows = [[m["model"], m["family"], m["items"], *[fmt(m[f"in_process_{n}"][k], 2) for n in (5, 20)
                                                     for k in ("p50_ms", "p99_ms")],
              fmt(m["in_process_5"]["batched32_ms_per_newcomer"], 2), fmt(m["in_process_20"]
@@ -217,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             one, many = m[key]["one_client"], m[key]["32_clients"]
             err = sum(many["errors"].values()) + sum(one["errors"].values())
+            warm = many.get("rss_mb_warm", many["rss_mb_before"])
             rows2.append([m["model"], label, fmt(one["p50_ms"]), fmt(one["p99_ms"]), fmt(many["rps"]),
                           fmt(many["p50_ms"]), fmt(many["p99_ms"]), err, fmt(many["rss_mb_before"], 0),
-                          fmt(many["rss_mb_after"], 0),
+                          fmt(warm, 0), fmt(many["rss_mb_after"], 0),
+                          f"{100 * (many['rss_mb_after'] / warm - 1):+.1f} %",
                           f"{100 * (many['rss_mb_after'] / many['rss_mb_before'] - 1):+.1f} %"])
     t2 = markdown_table(["model", "micro-batching", "1 client p50 ms", "1 client p99 ms", "32 clients req/s",
-                         "32 clients p50 ms", "32 clients p99 ms", "errors", "RSS before MB", "RSS after MB",
-                         "RSS growth"], rows2)
+                         "32 clients p50 ms", "32 clients p99 ms", "errors", "RSS before MB", "RSS warm MB",
+                         "RSS after MB", f"RSS growth in the {seconds:g} s", "RSS growth in all"], rows2)
     write_text(out.with_suffix(".md"),
                f"# Serving newcomers: latency and throughput\n\nCommand: `{command}` (code: {record['code']})\n\n"
                "In process, one torch thread: adapt + score every candidate item + top-10 for one newcomer with 5 "
@@ -231,11 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                "their profile), answered one at a time (p50, p99), and per newcomer when 32 are answered in one "
                f"batch.\n\n{t1}\n\nOver HTTP on 127.0.0.1: `metarec serve` (one worker process, one torch thread) "
                "and the load generator share the machine's two cores; one client sends one request at a time "
-               f"(up to 400 requests or 20 s); then 32 concurrent clients for {args.seconds:g} s (newcomers with "
-               "5 interactions). Errors: responses >= 400 and connection failures, both phases.\n\n"
-               f"{t2}\n")
+               f"(up to 400 requests or 20 s); then 32 concurrent clients for 10 s (the warm-up: full batches and "
+               f"32 connections reach their working set), and for {seconds:g} s more, measured (newcomers with 5 "
+               "interactions). RSS: the server's resident memory before the 32 clients, after the warm-up and at "
+               "the end; growth in the measured seconds (a leak would show there) and in all (the working set of "
+               "full batches included). Errors: responses >= 400 and connection failures, every phase.\n\n"
+               f"{t2}\n\nThe models: `bash benchmarks/serve_models.sh` (ml-1m, one epoch each: latency depends on a "
+               "model's shape, not on how long it trained). 'items': the candidates each ranks (the rating models: "
+               "the user-cold split's candidate items; the sequential ones: the items of their training data).\n")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
-    return 0
 
 
 if __name__ == "__main__":

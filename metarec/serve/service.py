@@ -93,6 +93,7 @@ class Servable:
         self.titles = titles
         self.index = {str(r): j for j, r in enumerate(raw_ids)}
         self.candidates = torch.as_tensor(candidates, dtype=torch.long)
+        self._position = {int(c): j for j, c in enumerate(self.candidates.tolist())}  # item -> its candidate slot
         self.popularity = popularity.astype(np.float64)
         self.limits = limits
         self.features = features
@@ -181,7 +182,7 @@ class Servable:
             if fallback == "popularity" or s is None:
                 s = torch.as_tensor(self.popularity[self.candidates.numpy()])
         if req.score is not None:
-            pos = {int(c): j for j, c in enumerate(self.candidates.tolist())}
+            pos = self._position
             items = [(i, float(s[pos[self.index[i]]])) for i in req.score if i in self.index
                      and self.index[i] in pos]
             unknown = unknown + [i for i in req.score if i not in self.index or self.index[i] not in pos]
