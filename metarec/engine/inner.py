@@ -137,7 +137,9 @@ def inner_loop(
             grads = torch.autograd.grad(loss.sum(), [fast[k] for k in names], create_graph=order == "second",
                                         retain_graph=True if retain_graph and order == "first" else None,
                                         allow_unused=True)
-            present = {k: g for k, g in zip(names, grads, strict=True) if g is not None}
+            # the gradients by name, only for a hook or a rule that reads them (the plain loop skips the dict)
+            present = {k: g for k, g in zip(names, grads, strict=True) if g is not None} \
+                if on_step is not None or rule is not None else {}
             if on_step is not None and on_step(step, loss, present):
                 break
             if rule is not None:
