@@ -39,6 +39,29 @@ class SeqBatch:
         """(B, L) bool: every position with a target (support or query): what direct training fits."""
         return self.s_mask | self.q_mask
 
+    def last_queries(self, m: int) -> SeqBatch:
+        """The same tasks with a query of the last ``m`` target positions of each row and the earlier targets as
+        the support (a meta-train window cut the way a new user's task is: support first, ``m`` queries after).
+
+        A row keeps at least one support target when it has two or more targets (a row with ``k`` targets gets
+        ``min(m, k - 1)`` queries, a row with one target keeps it as its query). ``m = 1`` on prefix-augmented
+        windows gives back their own split (the last prefix is the query, section 4.4.1 of MML).
+        """
+        if m < 1:
+            raise MetarecError(f"a task needs at least one query position, got m = {m}")
+        t = self.t_mask
+        n = t.sum(1, keepdim=True)  # (B, 1) targets per row
+        k = torch.clamp(torch.minimum(torch.full_like(n, m), n - 1), min=1)  # (B, 1) queries per row
+        rank = torch.cumsum(t.long(), dim=1)  # (B, L) 1-based index among the row's targets
+        q_mask = t & (rank > n - k)
+        L = self.seq.shape[1]
+        ar = torch.arange(L).expand_as(q_mask)
+        Q = max(1, int(k.max()))
+        order = torch.sort(torch.where(q_mask, ar, L), dim=1).values[:, :Q]  # query positions first, in order
+        q_valid = torch.arange(Q)[None, :] < torch.where(n > 0, k, 0)
+        return SeqBatch(owner=self.owner, seq=self.seq, length=self.length, target=self.target,
+                        s_mask=t & ~q_mask, q_mask=q_mask, q_pos=torch.where(q_valid, order, 0), q_valid=q_valid)
+
     def support_only(self) -> SeqBatch:
         """What an ``adapt`` may look at: items after the last support target are zeroed, no query.
 

@@ -43,6 +43,7 @@ class CBMLConfig:
     inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=5, lr=1e-3, first_order=False))
     loss: str = "bpr"
     attr_dim: int = 0  # width of the item-attribute vectors (set from the data)
+    meta_query: int = 1  # meta-train query = the last m targets of each window (1: the last prefix; issue 17)
     seed: int = 0
 
 
@@ -130,6 +131,8 @@ class CBML(SeqMethod):
 
     # ------------------------------------------------------------------------------------------ contract
     def meta_loss(self, batch: SeqBatch) -> Tensor:
+        if self.config.meta_query > 1:  # a query of the last m targets, the support before them
+            batch = batch.last_queries(self.config.meta_query)
         h = self.encode(batch.seq)  # (B, L, D) causal: support outputs never see the query
         fast = self._adapt_fast(batch, h)
         per, mask = position_losses(lambda s, p, i: self._score(h, fast["W"], fast["b"], p, i), batch, "query",

@@ -74,13 +74,14 @@ def _identity(name: str, cfg, data, out_dir: Path | None) -> dict | None:
 
 def _finish(name: str, seed: int, method, data, fitted: dict, t0: float, out_dir: Path | None,
             config, extra: dict | None = None) -> dict:
-    from metarec.seqrec.evaluate import evaluate_seq
+    from metarec.seqrec.evaluate import evaluate_seq, evaluate_seq_detail
 
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     valid = fitted.get("best") or evaluate_seq(method, data.valid, data.n_items)
-    test = evaluate_seq(method, data.test, data.n_items)
+    test, by_query = evaluate_seq_detail(method, data.test, data.n_items)
     res = {"method": name, "seed": seed, "test": test, "valid": valid, "best_epoch": fitted.get("best_epoch", 0),
-           "train_seconds": train_s, "history": fitted.get("history", []), "config": asdict(config), **(extra or {})}
+           "train_seconds": train_s, "history": fitted.get("history", []), "config": asdict(config),
+           "test_by_query": by_query, **(extra or {})}
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         method.save(Path(out_dir) / "model.pt", extra={"method": name, "seed": seed,
@@ -123,7 +124,11 @@ def run_direct(name: str, data, seed: int, out_dir=None, progress=True, override
     method.pool = _train_pool(tasks)
     key = repr(("direct", asdict(replace(cfg, finetune=FinetuneConfig(), seed=0)), asdict(tcfg), data.config,
                 len(data.train)))
-    if cache is not None and key in cache:
+    if not cfg.pretrain:  # the support-only baseline: no training on the old users, only the fine-tuning below
+        if cfg.finetune.steps == 0:
+            raise MetarecError("model.pretrain=false trains nothing without model.finetune.steps > 0")
+        fitted = {"history": [], "best_epoch": 0, "resumed_seconds": 0.0}
+    elif cache is not None and key in cache:
         state, fitted = cache[key]
         fitted = {**fitted, "resumed_seconds": 0.0}  # the shared training is counted by its first user
         method.load_state_dict(state)

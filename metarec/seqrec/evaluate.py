@@ -45,26 +45,36 @@ def rank_rows(scores: torch.Tensor, batch: SeqBatch, n_items: int) -> tuple[np.n
 @torch.no_grad()
 def evaluate_seq(method, tasks: list[Task], n_items: int, batch_size: int = 64, ks=(5, 10, 20)) -> dict:
     """Adapt on each task's support, rank every item at each query position; metrics averaged per user."""
+    return evaluate_seq_detail(method, tasks, n_items, batch_size, ks)[0]
+
+
+@torch.no_grad()
+def evaluate_seq_detail(method, tasks: list[Task], n_items: int, batch_size: int = 64,
+                        ks=(5, 10, 20)) -> tuple[dict, dict]:
+    """:func:`evaluate_seq`'s metrics, and per query index j (the j-th query item of a task, 0-based) the mean of
+    each metric over the rows of that index: ``{"recall@10": [index 0, index 1, ...], ...}`` (one pass)."""
     method.eval()
     method.begin_eval(tasks)
     per_row: dict[str, list] = {f"{m}@{k}": [] for m in SEQ_METRICS for k in ks}
-    owners = []
+    owners, index = [], []
     for i in range(0, len(tasks), batch_size):
         b = collate_seq(tasks[i: i + batch_size])
         adapted = method.adapt(b.support_only())
         scores = adapted.score_next(b.seq, b.q_pos)  # (B, Q, N)
         ranks, pos, own = rank_rows(scores, b, n_items)
         owners.append(own)
+        index.append(torch.arange(b.q_valid.shape[1]).expand_as(b.q_valid)[b.q_valid].numpy())
         for m in SEQ_METRICS:
             for k in ks:
                 per_row[f"{m}@{k}"].append(M.RANKING_METRICS[m](ranks, pos, k))
-    own = np.concatenate(owners)
+    own, idx = np.concatenate(owners), np.concatenate(index)
     _, inv = np.unique(own, return_inverse=True)
-    out = {}
+    out, by_query = {}, {}
     for key, vals in per_row.items():
         v = np.concatenate(vals)
         user_mean = np.bincount(inv, weights=v) / np.bincount(inv)  # (U,)
         out[key] = float(user_mean.mean())
+        by_query[key] = [float(x) for x in np.bincount(idx, weights=v) / np.maximum(np.bincount(idx), 1)]
     out["tasks"] = len(tasks)
     out["rows"] = int(len(own))
-    return out
+    return out, by_query

@@ -14,6 +14,9 @@ items as the next one after each task's support sequence (what serving ranks), `
 - ``ptft`` (pre-train and fine-tune): the ``sasrec`` model, then per new user ``steps`` SGD steps on its
   support positions (vectorised over users, fast weights via ``functional_call``); by default only Theta
   (the same parameters MML's inner loop adapts); the fine-tuning rate is picked on meta-valid from a grid.
+  With ``pretrain=False`` it is MML 5.2.2's support-only baseline: the randomly initialised network trained
+  only by those steps on each new user's support (``ptft@model.pretrain=false,model.finetune.params=all,
+  model.finetune.steps=50``).
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class DirectConfig:
     gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
     loss: str = "bpr"  # "bpr" (MML) or "ce"
     with_supports: bool = False  # Full retrain: also train on the valid/test users' warm-up sequences
+    # False: the network starts at its random initialisation and is trained only by the per-user fine-tuning on the
+    # new user's support (the non-transfer baselines of MML 5.2.2: "trained only on the cold-start user's support")
+    pretrain: bool = True
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0  # seeds the fine-tuning negatives (evaluation is deterministic)
 

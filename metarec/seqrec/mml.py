@@ -44,16 +44,16 @@ from torch import Tensor, nn
 
 from metarec.config import apply_overrides
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
-from metarec.engine.train import TrainConfig
+from metarec.engine.train import TrainConfig, fit, lower_is_better
 from metarec.errors import MetarecError
 from metarec.learners.base import Adapted
 from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
-from metarec.seqrec.batch import SeqBatch
+from metarec.seqrec.batch import SeqBatch, collate_seq
 from metarec.seqrec.functional import sample_negatives
 from metarec.seqrec.generator import ItemEmbeddingGenerator
 from metarec.seqrec.methods import SeqMethod, seq_adapted
 from metarec.seqrec.modality import ModalityConfig
-from metarec.seqrec.train import fit_seq, seq_train_config
+from metarec.seqrec.train import seq_train_config
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class MMLConfig:
     retrieval: str = "exact"  # "exact" or "faiss" (exact inner product, needs faiss-cpu)
     feat_dims: tuple = ()  # (modality, D_m) pairs, filled in by the model
     eval_seed: int = 0  # seeds the support negatives of adapt(), so that meta-test adaptation is deterministic
+    # Options beyond the paper (issue 17); the defaults are the paper's recipe, so the faithful tables stay as run.
+    meta_query: int = 1  # stage 1: query = the last m targets of each meta-train window (1: the last prefix, 4.4.1)
+    init: str = "scratch"  # "scratch" (the paper) or "pooled": stage 0 trains on every prefix first (PT + MAML)
+    fusion_select: str = "learned"  # "learned" (the paper) or "valid": the average competes on meta-valid
 
 
 def bpr_per_task(h: Tensor, table: Tensor, target: Tensor, neg: Tensor, mask: Tensor) -> Tensor:
@@ -107,6 +111,12 @@ class MMLModel(SeqMethod):
             raise MetarecError(f"unknown fusion {net.fusion!r}: choose attention, mean or main")
         if config.train_mode not in ("maml", "pooled"):
             raise MetarecError(f"unknown train_mode {config.train_mode!r}: choose maml or pooled")
+        if config.init not in ("scratch", "pooled"):
+            raise MetarecError(f"unknown init {config.init!r}: choose scratch or pooled")
+        if config.fusion_select not in ("learned", "valid"):
+            raise MetarecError(f"unknown fusion_select {config.fusion_select!r}: choose learned or valid")
+        if config.meta_query < 1:
+            raise MetarecError(f"meta_query must be >= 1, got {config.meta_query}")
         self.modalities = sorted(feats)
         padded = {}
         for m in self.modalities:  # by code: row 0 = padding; submodules share these tensors
@@ -135,11 +145,13 @@ class MMLModel(SeqMethod):
         return [f"learners.{k}.{n}" for k, lr in self.learners.items() for n in lr.theta_names()]
 
     def set_stage(self, stage: int) -> None:
-        """Which parameters train: 1 the learners (Gamma and Theta), 2 the generator, 3 the fusion layer."""
+        """Which parameters train: 0 (``init="pooled"``: plain training on every prefix before MAML) and 1 the
+        learners (Gamma and Theta), 2 the generator, 3 the fusion layer."""
         self.stage = stage
         for name, p in self.named_parameters():
             owner = name.split(".")[0]
-            p.requires_grad_({1: owner == "learners", 2: owner == "generator", 3: owner == "fusion"}[stage])
+            p.requires_grad_({0: owner == "learners", 1: owner == "learners", 2: owner == "generator",
+                              3: owner == "fusion"}[stage])
 
     def _theta(self) -> dict[str, Tensor]:
         params = dict(self.named_parameters())
@@ -200,16 +212,19 @@ class MMLModel(SeqMethod):
 
     # ------------------------------------------------------------------------------------- stage losses
     def meta_loss(self, batch: SeqBatch) -> Tensor:
-        if self.stage == 1:
-            return self._meta_loss(batch)
+        if self.stage in (0, 1):
+            return self._meta_loss(batch, pooled=self.stage == 0 or self.config.train_mode == "pooled")
         if self.stage == 2:
             return self._generator_loss(batch)
         return self._fusion_loss(batch)
 
-    def _meta_loss(self, batch: SeqBatch) -> Tensor:
+    def _meta_loss(self, batch: SeqBatch, pooled: bool | None = None) -> Tensor:
+        pooled = self.config.train_mode == "pooled" if pooled is None else pooled
+        if not pooled and self.config.meta_query > 1:  # a query of the last m targets, the support before them
+            batch = batch.last_queries(self.config.meta_query)
         neg = self._negatives(batch.target)
         ctx = self._contexts(batch.seq, self.learners["id"].item_emb.weight)
-        if self.config.train_mode == "pooled":  # PT-FT: plain training on every prefix
+        if pooled:  # PT-FT (and PT + MAML's stage 0): plain training on every prefix
             mask = batch.t_mask
             per = self._bpr(self._theta(), ctx, batch, neg, mask, True) * mask.sum(1)
             return per.sum() / mask.sum().clamp_min(1)
@@ -326,8 +341,10 @@ class MMLModel(SeqMethod):
         and losses, so the result is identical).
         """
         record = {}
-        owners = {1: "learners.", 2: "generator.", 3: "fusion."}
-        for stage, key in ((1, "meta"), (2, "gen_train"), (3, "fusion_train")):
+        owners = {0: "learners.", 1: "learners.", 2: "generator.", 3: "fusion."}
+        pretrain = self.config.init == "pooled" and self.config.train_mode == "maml"
+        order = ((0, "pretrain"),) * pretrain + ((1, "meta"), (2, "gen_train"), (3, "fusion_train"))
+        for stage, key in order:
             if stage == 2 and self.generator is None or stage == 3 and self.fusion is None:
                 continue
             self.set_stage(stage)
@@ -341,15 +358,33 @@ class MMLModel(SeqMethod):
                 continue
             ckpt = Path(out_dir) / f"checkpoint-stage{stage}.pt" if out_dir is not None else None
             t0 = time.perf_counter()
-            fitted = fit_seq(self, train_tasks, valid_fn, stage_cfgs[key], checkpoint=ckpt, progress=progress,
-                             identity={"stage": key, "config": asdict(self.config), "tasks": len(train_tasks)})
+            # PT + MAML: the pretrained start competes in stage 1's selection as epoch 0
+            fitted = fit(self, train_tasks, valid_fn, stage_cfgs[key], checkpoint=ckpt, progress=progress,
+                         collate_fn=collate_seq, select_start=stage == 1 and pretrain,
+                         identity={"stage": key, "config": asdict(self.config), "tasks": len(train_tasks)})
             record[key] = {**fitted, "seconds": time.perf_counter() - t0 + fitted["resumed_seconds"]}
             if ck is not None:
                 state = {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(owners[stage])}
                 cache[ck] = (state, fitted)
+        if self.fusion is not None and self.config.fusion_select == "valid":
+            record["fusion_select"] = self._select_fusion(valid_fn, stage_cfgs["fusion_train"].select,
+                                                          record["fusion_train"].get("best") or valid_fn(self))
         self.set_stage(1)
         self.eval()
         return record
+
+
+    def _select_fusion(self, valid_fn, metric: str, learned: dict) -> dict:
+        """``fusion_select="valid"``: the learned fusion (its stage-3 selection's meta-valid ``learned``) against
+        the plain average of the learners' normalised scores on meta-valid; the better is kept (``ready[1]``
+        says which the model ranks with, and is saved with it). Ties keep the learned fusion."""
+        self.ready[1] = False
+        average = valid_fn(self)
+        sign = -1.0 if lower_is_better(metric) else 1.0
+        use_learned = sign * learned[metric] >= sign * average[metric]
+        self.ready[1] = use_learned
+        return {"metric": metric, "learned": learned[metric], "average": average[metric],
+                "chosen": "learned" if use_learned else "average"}
 
 
 def variant_config(name: str, base: MMLConfig | None = None) -> MMLConfig:
@@ -380,6 +415,8 @@ class MMLRunConfig:
                                                                              patience=2))
     fusion_train: TrainConfig = field(default_factory=lambda: seq_train_config(epochs=5, meta_batch=64, lr=1e-3,
                                                                                 patience=2))
+    pretrain: TrainConfig = field(default_factory=lambda: seq_train_config(epochs=10, meta_batch=32, lr=1e-3,
+                                                                            patience=3))  # model.init="pooled"
     eval_batch: int = 64
 
 
@@ -391,9 +428,9 @@ def trained_items(tasks) -> np.ndarray:
 def split_overrides(overrides: dict) -> dict:
     """The command's flat overrides as :class:`MMLRunConfig` keys: ``model.*`` -> the model; ``train.*`` ->
     every stage's training (``--quick`` sets train.epochs); ``meta.*``, ``gen_train.*``, ``fusion_train.*``
-    -> one stage; ``eval_batch``."""
+    -> one stage (``pretrain.*``: stage 0 of ``model.init=pooled``); ``eval_batch``."""
     out: dict = {}
-    stages = ("meta", "gen_train", "fusion_train")
+    stages = ("meta", "gen_train", "fusion_train", "pretrain")
     for k, v in overrides.items():  # generic first, specific keys win
         head, _, rest = k.partition(".")
         if head == "train" and rest:
@@ -405,7 +442,7 @@ def split_overrides(overrides: dict) -> dict:
             out[k] = v
         elif head != "train":
             raise MetarecError(f"unknown MML override {k!r}: use model.*, train.*, meta.*, gen_train.*, "
-                               "fusion_train.* or eval_batch")
+                               "fusion_train.*, pretrain.* or eval_batch")
     return out
 
 
@@ -418,7 +455,7 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
     ``text_encoder``/``text_name``: inject a text encoder (tests); default all-MiniLM-L6-v2. The network's
     max_len follows the protocol's.
     """
-    from metarec.seqrec.evaluate import evaluate_seq
+    from metarec.seqrec.evaluate import evaluate_seq, evaluate_seq_detail
     from metarec.seqrec.modality import TEXT_MODEL, item_modalities
 
     base = MMLRunConfig()
@@ -436,25 +473,45 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
     def valid_fn(m):
         return evaluate_seq(m, data.valid, data.n_items, rc.eval_batch)
 
-    stages = {k: replace(getattr(rc, k), seed=seed) for k in ("meta", "gen_train", "fusion_train")}
+    stages = {k: replace(getattr(rc, k), seed=seed) for k in ("meta", "gen_train", "fusion_train", "pretrain")}
     # what determines each stage (the fusion layer is created after the learners and the generator, so it does
     # not change their initialisation): variants that agree on it share the stage through ``cache``
     data_key = (asdict(data.config), len(data.train), data.n_items, data.dataset.name, seed)
-    k1 = repr(("mml-stage1", sorted(model.learners), asdict(replace(cfg.net, fusion="", fusion_hidden=0)),
-               asdict(cfg.modality), cfg.use_modalities, asdict(cfg.inner), cfg.train_mode, asdict(stages["meta"]),
-               data_key))
+
+    def learners_key(c: MMLConfig, train: TrainConfig, before: str | None) -> str:
+        key = ("mml-stage1", sorted(model.learners), asdict(replace(c.net, fusion="", fusion_hidden=0)),
+               asdict(c.modality), c.use_modalities, asdict(c.inner), c.train_mode, asdict(train), data_key)
+        if c.train_mode == "maml" and (c.meta_query != 1 or before is not None):  # the options of issue 17
+            key += (c.meta_query, before)
+        return repr(key)
+
+    pooled = replace(cfg, train_mode="pooled", init="scratch", meta_query=1)
+    k0 = learners_key(pooled, stages["pretrain"], None)  # = ptft-mml's stage 1 when the training agrees
+    k1 = learners_key(cfg, stages["meta"], k0 if cfg.init == "pooled" else None)
     k2 = repr(("mml-stage2", k1, cfg.gen_k, cfg.gen_p0, cfg.gen_act, cfg.retrieval, asdict(stages["gen_train"])))
     t0 = time.perf_counter()
-    record = model.train_stages(data.train, valid_fn, stages, out_dir, progress, cache, {"meta": k1, "gen_train": k2})
+    record = model.train_stages(data.train, valid_fn, stages, out_dir, progress, cache,
+                                {"pretrain": k0, "meta": k1, "gen_train": k2})
+    fusion_select = record.pop("fusion_select", None)
     train_s = time.perf_counter() - t0 + sum(v.get("resumed_seconds", 0.0) for v in record.values()
                                             if not v.get("shared"))  # + epochs of resumed processes
     valid = valid_fn(model)
-    test = evaluate_seq(model, data.test, data.n_items, rc.eval_batch)
+    test, by_query = evaluate_seq_detail(model, data.test, data.n_items, rc.eval_batch)
+    extra: dict = {"test_by_query": by_query}
+    if fusion_select is not None:  # both rules' test numbers, for the report only (the choice was made above)
+        chosen = bool(model.ready[1])
+        model.ready[1] = not chosen
+        other = evaluate_seq(model, data.test, data.n_items, rc.eval_batch)
+        model.ready[1] = chosen
+        names = ("learned", "average") if chosen else ("average", "learned")
+        extra["fusion_select"] = {**fusion_select, "test_ndcg@10": {names[0]: test["ndcg@10"],
+                                                                     names[1]: other["ndcg@10"]}}
     history = [{"stage": k, **h} for k, v in record.items() for h in v["history"]]
     result = {"method": variant, "seed": seed, "test": test, "valid": valid, "train_seconds": train_s,
               "best_epoch": record["meta"]["best_epoch"], "history": history, "config": asdict(rc),
               "modalities": model.modalities,
-              "stages": {k: {"best_epoch": v["best_epoch"], "seconds": v["seconds"]} for k, v in record.items()}}
+              "stages": {k: {"best_epoch": v["best_epoch"], "seconds": v["seconds"]} for k, v in record.items()},
+              **extra}
     if out_dir is not None:
         model.save(Path(out_dir) / "model.pt", extra={"method": variant, "seed": seed,
                                                       "protocol": asdict(data.config), "dataset": data.dataset.name})
