@@ -77,38 +77,97 @@ def read_atomic_text(text: str, source: str) -> pd.DataFrame:
 
 def read_log(path: str | Path, user: str, item: str, rating: str | None = None, timestamp: str | None = None,
              sep: str | None = None) -> pd.DataFrame:
-    """Read a CSV (any delimiter, sniffed unless ``sep``) or parquet interaction log.
+    """Read a CSV (any delimiter, sniffed from the first 64 KiB unless ``sep``) or parquet interaction log.
 
     The user names the columns; they are renamed to ``user, item, rating, timestamp``. Without a rating
     column every row is a positive (1.0); without a timestamp column the row order is the time order.
+    Only the named columns are read, with pyarrow (multi-threaded, columnar); the id columns come back as
+    categoricals (each distinct id stored once), so a log of tens of millions of rows stays small in memory.
     """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.is_file():
         raise MetarecError(f"{path}: no such file")
-    try:
-        if path.suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str,
-                             keep_default_na=False, na_values=[""])
-    except (ValueError, OSError, pd.errors.ParserError, csv.Error) as e:  # csv.Error: no delimiter to sniff
-        raise MetarecError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'}: "
-                           f"{str(e).splitlines()[0]}") from None
     wanted = {"user": user, "item": item}
     if rating:
         wanted["rating"] = rating
     if timestamp:
         wanted["timestamp"] = timestamp
-    missing = [c for c in wanted.values() if c not in df.columns]
-    if missing:
-        raise MetarecError(f"{path}: missing column(s) {', '.join(missing)}; the header has "
-                           f"{', '.join(map(str, df.columns))}")
-    out = pd.DataFrame({k: df[v] for k, v in wanted.items()})
+    parquet = path.suffix in (".parquet", ".pq")
+    try:
+        if parquet:
+            header = list(pq.read_schema(path).names)
+        else:
+            sep, header = _csv_layout(path, sep)
+        missing = [c for c in wanted.values() if c not in header]
+        if missing:
+            raise MetarecError(f"{path}: missing column(s) {', '.join(missing)}; the header has "
+                               f"{', '.join(map(str, header))}")
+        cols = list(dict.fromkeys(wanted.values()))
+        if parquet:
+            table = pq.read_table(path, columns=cols)
+        else:
+            table = pacsv.read_csv(
+                path, parse_options=pacsv.ParseOptions(delimiter=sep),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=cols, null_values=[""], strings_can_be_null=True,
+                    column_types={c: pa.string() for c in (user, item)}))
+    except (pa.ArrowInvalid, OSError, csv.Error, UnicodeDecodeError) as e:  # csv.Error: no delimiter to sniff
+        raise MetarecError(f"{path}: cannot be read as {'parquet' if parquet else 'CSV'}: "
+                           f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    out = pd.DataFrame({k: _column(table.column(v), k in ("user", "item")) for k, v in wanted.items()})
     if "rating" not in out:
-        out["rating"] = "1"
+        out["rating"] = np.float32(1.0)
     if "timestamp" not in out:
-        out["timestamp"] = np.arange(len(out))
+        out["timestamp"] = np.arange(len(out), dtype=np.int64)
     return out
+
+
+def _csv_layout(path: Path, sep: str | None) -> tuple[str, list[str]]:
+    """The delimiter (``sep`` or sniffed from the file's first 64 KiB) and the header's column names."""
+    with open(path, encoding="utf-8", newline="") as f:
+        head = f.read(1 << 16)
+    if not head.strip():
+        raise csv.Error("the file is empty")
+    if sep is None:
+        sample = head if len(head) < (1 << 16) else head[: head.rfind("\n") + 1] or head
+        sep = csv.Sniffer().sniff(sample, delimiters=",\t;| ").delimiter
+    first = head.splitlines()[0]
+    return sep, next(csv.reader([first], delimiter=sep))
+
+
+def _column(col, as_id: bool) -> pd.Series:
+    """An arrow column as pandas: ids dictionary-encoded into a categorical (distinct strings stored once),
+    other columns as they are (numbers stay numbers; a column with text in it comes back as text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if as_id:
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            col = pc.cast(col, pa.string()) if not pa.types.is_floating(col.type) else col
+        if pa.types.is_floating(col.type):  # a float id column: 1.0 -> "1.0", as str() would write it
+            return col.to_pandas().astype("string").astype("category")
+        return col.dictionary_encode().to_pandas()
+    return col.to_pandas()
+
+
+def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (-1 for a missing value) and the distinct raw ids as strings, in any order."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        uniques = col.cat.categories.astype(str).to_numpy(dtype=object)
+    else:
+        codes, uniq = pd.factorize(col.astype(str).where(col.notna()), use_na_sentinel=True)
+        codes = codes.astype(np.int64)
+        uniques = np.asarray(uniq, dtype=object)
+    if len(uniques) and len(np.unique(uniques)) < len(uniques):  # categories that differ only before str()
+        merged, inv = np.unique(uniques, return_inverse=True)
+        codes = np.where(codes >= 0, inv[np.maximum(codes, 0)], -1)
+        uniques = merged.astype(object)
+    return codes, uniques
 
 
 def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = None,
@@ -117,9 +176,11 @@ def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = N
     """Validate raw frames with raw string ids and index them densely.
 
     ``inter`` needs ``user, item, rating, timestamp``; ``users``/``items`` (optional) need ``user``/``item``
-    plus side fields. Users and items are indexed in order of first appearance in time, so indices are
-    reproducible. Items that appear only in the item file are kept only if ``keep_all_side``. Ratings must be
-    finite 32-bit numbers, and within ``rating_range`` (lo, hi) if given.
+    plus side fields. Users and items are indexed in order of first appearance in time (ties broken by the raw
+    ids as strings), so indices are reproducible. Items that appear only in the item file are kept only if
+    ``keep_all_side``. Ratings must be finite 32-bit numbers, and within ``rating_range`` (lo, hi) if given.
+    Columnar throughout: the raw ids are integer-coded once, so the sorts and the duplicate check run on
+    integers (n log n), never on strings.
     """
     src = source or name
     need = ["user", "item", "rating", "timestamp"]
@@ -129,21 +190,23 @@ def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = N
                            f"(have {', '.join(map(str, inter.columns))})")
     if len(inter) == 0:
         raise MetarecError(f"{src}: no interactions")
-    inter = inter[need].copy()
-    for col in ("user", "item"):
-        if inter[col].isna().any():
-            row = int(np.flatnonzero(inter[col].isna().to_numpy())[0])
+    ucode, uraw = _codes(inter["user"])
+    icode, iraw = _codes(inter["item"])
+    for col, codes in (("user", ucode), ("item", icode)):
+        if (codes < 0).any():
+            row = int(np.flatnonzero(codes < 0)[0])
             raise MetarecError(f"{src}: empty {col} id in interaction row {row + 1}")
-        inter[col] = inter[col].astype(str)
+    num = {}
     for col in ("rating", "timestamp"):
-        num = pd.to_numeric(inter[col], errors="coerce")
-        bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
+        v = pd.to_numeric(inter[col], errors="coerce")
+        arr = v.to_numpy(dtype=float, na_value=np.nan)
+        bad = ~np.isfinite(arr)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise MetarecError(f"{src}: {int(bad.sum())} non-numeric or NaN {col} value(s), first in "
                                f"interaction row {row + 1}: {inter[col].iloc[row]!r}")
-        inter[col] = num
-    rating = inter["rating"].to_numpy(dtype=float)
+        num[col] = v.to_numpy() if col == "timestamp" and v.dtype.kind in "iu" else arr
+    rating = num["rating"]
     too_big = np.abs(rating) > np.finfo(np.float32).max  # finite in float64, infinite once stored as float32
     if too_big.any():
         row = int(np.flatnonzero(too_big)[0])
@@ -156,29 +219,44 @@ def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = N
             row = int(np.flatnonzero(out)[0])
             raise MetarecError(f"{src}: {int(out.sum())} rating(s) outside --rating-range {lo:g} {hi:g}, first in "
                                f"interaction row {row + 1}: {rating[row]:g}")
-    dup = inter.duplicated(subset=["user", "item"], keep="last")
+    ts = num["timestamp"]
+    key = ucode * max(1, len(iraw)) + icode  # one int64 per (user, item) pair
+    dup = pd.Series(key).duplicated(keep="last").to_numpy()
+    keep = None
     if dup.any():
         if not dedupe:
-            row = int(np.flatnonzero(dup.to_numpy())[0])
+            row = int(np.flatnonzero(dup)[0])
             raise MetarecError(
                 f"{src}: {int(dup.sum())} duplicate (user, item) interaction(s), first: user "
-                f"{inter['user'].iloc[row]!r} item {inter['item'].iloc[row]!r}; use --dedupe to keep the latest")
-        inter = inter.sort_values("timestamp", kind="stable").drop_duplicates(["user", "item"], keep="last")
-    inter["timestamp"] = inter["timestamp"].astype(np.int64)
-    inter = inter.sort_values(["timestamp", "user", "item"], kind="stable").reset_index(drop=True)
+                f"{uraw[ucode[row]]!r} item {iraw[icode[row]]!r}; use --dedupe to keep the latest")
+        by_time = np.argsort(ts, kind="stable")  # the latest of each pair (the later row among equal times)
+        keep = np.sort(by_time[~pd.Series(key[by_time]).duplicated(keep="last").to_numpy()])
+        ucode, icode, rating, ts = ucode[keep], icode[keep], rating[keep], ts[keep]
+    ts = ts.astype(np.int64)
+    # sort by (timestamp, raw user id, raw item id) with integer ranks of the raw ids in string order
+    urank = np.empty(len(uraw), dtype=np.int64)
+    urank[np.argsort(uraw.astype(str), kind="stable")] = np.arange(len(uraw))
+    irank = np.empty(len(iraw), dtype=np.int64)
+    irank[np.argsort(iraw.astype(str), kind="stable")] = np.arange(len(iraw))
+    order = np.lexsort((irank[icode], urank[ucode], ts))
+    ucode, icode, rating, ts = ucode[order], icode[order], rating[order], ts[order]
 
-    user_ids = pd.unique(inter["user"])
-    item_ids = pd.unique(inter["item"])
+    u_first = pd.unique(ucode)  # codes in order of first appearance in time
+    i_first = pd.unique(icode)
+    user_ids = uraw[u_first].astype(str)
+    item_ids = iraw[i_first].astype(str)
     if items is not None and keep_all_side:
         extra = pd.unique(items["item"].astype(str))
         item_ids = np.concatenate([item_ids, extra[~np.isin(extra, item_ids)]])
-    uidx = pd.Index(user_ids)
-    iidx = pd.Index(item_ids)
+    u_index = np.empty(len(uraw), dtype=np.int64)
+    u_index[u_first] = np.arange(len(u_first))
+    i_index = np.empty(len(iraw), dtype=np.int64)
+    i_index[i_first] = np.arange(len(i_first))
     out = pd.DataFrame({
-        "user": uidx.get_indexer(inter["user"]).astype(np.int64),
-        "item": iidx.get_indexer(inter["item"]).astype(np.int64),
-        "rating": inter["rating"].to_numpy(np.float32),
-        "timestamp": inter["timestamp"].to_numpy(np.int64),
+        "user": u_index[ucode],
+        "item": i_index[icode],
+        "rating": rating.astype(np.float32),
+        "timestamp": ts,
     })
     users_df = _side(users, "user", user_ids, ("age", "gender", "occupation", "zip"), src)
     items_df = _side(items, "item", item_ids, ("title", "genres", "year"), src)

@@ -16,7 +16,9 @@ class FeatureEncoder(nn.Module):
     One embedding table per field (``user_emb``, ``item_emb``); the forward pass looks all of an entity's
     fields up at once in the concatenation of those tables (codes shifted by per-field offsets, kept in a
     buffer), which is the same function with fewer, larger operations. Genres are a mean of genre vectors:
-    the multi-hot rows are normalised once, at construction.
+    the multi-hot rows are normalised once, at construction. A log without side information (a plain
+    user-item-rating CSV) has no user field (the user part is empty, ``user_dim`` 0: adaptation alone
+    personalises) and no item field, in which case the item-ID embedding is the item's representation.
     """
 
     def __init__(self, ctx: Context, dim: int, item_id: bool = False):
@@ -30,7 +32,7 @@ class FeatureEncoder(nn.Module):
         self.item_emb = nn.ModuleList(nn.Embedding(c, dim) for c in ctx.item_cards)
         self.genre = nn.Linear(ctx.item_genre.shape[1], dim, bias=False) if ctx.item_genre.shape[1] else None
         self.id_emb = None
-        if item_id:
+        if item_id or not (ctx.item_cards or ctx.item_genre.shape[1]):  # no item field: the ID is all there is
             self.register_buffer("item_ids", ctx.item_ids, persistent=False)
             self.id_emb = nn.Embedding(int(ctx.item_ids.max()) + 1, dim)
         self.user_dim = dim * len(ctx.user_cards)
@@ -48,6 +50,8 @@ class FeatureEncoder(nn.Module):
         return nn.functional.embedding(codes, weight).flatten(-2)
 
     def user(self, users: Tensor) -> Tensor:
+        if not len(self.user_emb):  # no user field
+            return users.new_zeros((*users.shape, 0), dtype=self.item_genre.dtype)
         return self._lookup(self.user_emb, self.user_codes[users])  # (..., F_u * d)
 
     def item(self, items: Tensor) -> Tensor:
