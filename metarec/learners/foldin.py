@@ -82,25 +82,35 @@ def _side_solve(rows: Tensor, cols: Tensor, w: Tensor, wy: Tensor, n_rows: int, 
                 base: Tensor | None = None, chunk: int = 1 << 16) -> Tensor:
     """One ALS half-step for every row at once: ``theta_r = (sum w x x' + base + diag(lam))^-1 sum wy x`` over
     the interactions (rows[n], cols[n]) with ``x = feats[cols[n]]``. The normal equations come from sparse
-    products (no (nnz, d, d) tensor): A = M_w @ vec(x x'), b = M_wy @ x, M the weighted row-by-col matrix.
-    rows, cols: (n,) long; w, wy: (n,) float64; feats: (n_cols, d). Returns (n_rows, d) float64.
+    products (no (nnz, d, d) tensor): A = M_w @ vec(x x'), b = M_wy @ x, M the weighted row-by-col matrix, over
+    chunks of consecutive rows holding about ``chunk`` interactions each, with the outer products of only the
+    columns a chunk touches: memory stays bounded by the chunk, not by the number of rows or columns (a log of
+    millions of users). rows, cols: (n,) long; w, wy: (n,) float64; feats: (n_cols, d). Returns (n_rows, d).
     """
     n_cols, d = feats.shape
-    outer = (feats[:, :, None] * feats[:, None, :]).reshape(n_cols, d * d)  # (n_cols, d*d)
-    out = torch.empty(n_rows, d, dtype=feats.dtype)
+    out = torch.zeros(n_rows, d, dtype=feats.dtype)
+    if len(rows) == 0:
+        return out
     order = torch.argsort(rows, stable=True)
     rows, cols, w, wy = rows[order], cols[order], w[order], wy[order]
-    for r0 in range(0, n_rows, chunk):  # bounded memory: (chunk, d*d) at a time
-        r1 = min(n_rows, r0 + chunk)
-        lo, hi = torch.searchsorted(rows, torch.tensor([r0, r1]))
-        rr, cc = rows[lo:hi] - r0, cols[lo:hi]
-        idx = torch.stack([rr, cc])
-        Mw = torch.sparse_coo_tensor(idx, w[lo:hi], (r1 - r0, n_cols), check_invariants=False)
-        Mwy = torch.sparse_coo_tensor(idx, wy[lo:hi], (r1 - r0, n_cols), check_invariants=False)
+    # row boundaries: chunks of whole rows, each closed once it holds about `chunk` interactions
+    ends = torch.searchsorted(rows, torch.arange(n_rows + 1), right=False)  # (n_rows + 1,) first index of row r
+    cuts = torch.searchsorted(ends, torch.arange(chunk, max(chunk, len(rows)), chunk), right=True) - 1
+    bounds = torch.unique(torch.cat([torch.tensor([0]), cuts.clamp_min(1), torch.tensor([n_rows])]))
+    for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        lo, hi = int(ends[r0]), int(ends[r1])
+        if r1 <= r0:
+            continue
+        used, cc = torch.unique(cols[lo:hi], return_inverse=True)  # the columns this chunk touches
+        fu = feats[used]  # (n_used, d)
+        outer = (fu[:, :, None] * fu[:, None, :]).reshape(len(used), d * d)  # (n_used, d*d)
+        idx = torch.stack([rows[lo:hi] - r0, cc])
+        Mw = torch.sparse_coo_tensor(idx, w[lo:hi], (r1 - r0, len(used)), check_invariants=False)
+        Mwy = torch.sparse_coo_tensor(idx, wy[lo:hi], (r1 - r0, len(used)), check_invariants=False)
         A = torch.sparse.mm(Mw, outer).reshape(r1 - r0, d, d) + torch.diag(lam)
         if base is not None:
             A = A + base
-        b = torch.sparse.mm(Mwy, feats)  # (rows, d)
+        b = torch.sparse.mm(Mwy, fu)  # (rows, d)
         out[r0:r1] = torch.cholesky_solve(b.unsqueeze(-1), torch.linalg.cholesky(A)).squeeze(-1)
     return out
 

@@ -331,3 +331,20 @@ def test_metafold_keeps_its_als_start_when_meta_training_only_hurts(tiny_dataset
     untrained.prefit(prep.split.train)
     untrained.eval()
     assert_same_predictions(meta, untrained, prep)
+
+
+def test_als_half_step_is_the_same_in_any_chunking():
+    """The half-step's chunks of rows (bounded memory on large logs) change nothing: one chunk, many chunks,
+    rows without interactions included."""
+    from metarec.learners.foldin import _side_solve
+
+    g = torch.Generator().manual_seed(0)
+    n = 5000
+    rows, cols = torch.randint(0, 900, (n,), generator=g), torch.randint(0, 300, (n,), generator=g)
+    w, wy = torch.rand(n, dtype=torch.float64, generator=g), torch.rand(n, dtype=torch.float64, generator=g)
+    feats = torch.randn(300, 4, dtype=torch.float64, generator=g)
+    lam = torch.full((4,), 0.5, dtype=torch.float64)
+    whole = _side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=1 << 20)
+    for chunk in (1, 37, 777):
+        torch.testing.assert_close(_side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=chunk), whole)
+    assert whole[900:].abs().max() == 0  # no interaction: the ridge solution is 0
