@@ -180,6 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("METAREC_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    from metarec.launch import in_worker, launch, take_nproc
+
+    try:
+        nproc, argv = take_nproc(argv)
+        if nproc > 1:
+            if not argv or argv[0] != "train":
+                raise MetarecError("--nproc runs `metarec train` on several processes; other commands run in one")
+            return launch(nproc, argv)
+    except MetarecError as e:
+        print(f"metarec: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
     parser = build_parser()
     typed = argv  # what the records' provenance shows: the line as given, not as routed
     try:
@@ -192,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = typed
     try:
+        if in_worker():  # one rank of a multi-process run: join the group; rank 0 alone prints
+            from metarec.engine import dist
+
+            dist.init_from_env()
+            if not dist.is_main():
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
         if getattr(args, "takes_overrides", None) is None:
             args.func(args)
         else:

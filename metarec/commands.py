@@ -95,6 +95,8 @@ def cmd_train(args, extra) -> None:
     out = Path(args.out or default_out)
     writable_dir(out)  # an unusable --out stops now, not after the first epoch
     res = train_and_evaluate(run, lcfg, out_dir=out, progress=not args.quiet, restart=args.restart)
+    if res["test"] is None:  # a rank other than 0 of a multi-process run: rank 0 evaluates and reports
+        return
     print(f"{run.learner} on {args.dataset} {run.split.protocol} ({run.view}), {seeds_text(run)}: best epoch "
           f"{res['best_epoch']}, {res['train_seconds']:.1f} s")
     print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in res["test"].items() if k != "tasks")
@@ -462,6 +464,10 @@ def register(sub) -> None:
     s.add_argument("--out", help="output directory (default runs/LEARNER-DATASET-PROTOCOL-VIEW-sSEED[-PRESET])")
     s.add_argument("--restart", action="store_true",
                    help="discard OUT's checkpoint and train from scratch (default: resume it if its settings match)")
+    s.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="meta-train on N processes of this machine, each adapting its share of every meta-batch "
+                   "(data-parallel, gloo over loopback; the same steps as one process). Many machines: torchrun "
+                   "--nnodes M --nproc-per-node N ... -m metarec train ... (see the README)")
     s.set_defaults(func=cmd_train, takes_overrides=True)
 
     s = sub.add_parser("evaluate", help="evaluate a saved model (rating, scenario or sequential) on its meta-test "

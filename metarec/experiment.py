@@ -28,7 +28,7 @@ from pathlib import Path
 
 from metarec import report
 from metarec.errors import MetarecError
-from metarec.io import code_version, read_record, record_codes, write_json, write_text
+from metarec.io import code_version, read_record, record_codes, write_json, write_text, writer
 
 __all__ = ["Experiment", "compare", "merge", "write_report", "family_of_record"]
 
@@ -63,6 +63,12 @@ def compare(exp: Experiment, seeds: list[int], argv: list[str], out: str | Path 
         if blob.get("command") == command:
             done = {(report.label_of(r), r["seed"]): r for r in blob["results"]}
             print(f"resuming: {len(done)} finished run(s) from {partial}", flush=True)
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():  # a multi-process run: every rank skips what rank 0 does
+        box = [done]
+        tdist.broadcast_object_list(box, src=0)
+        done = box[0]
     results: list[dict] = []
     for seed in seeds:
         kept = [r for (_, s), r in done.items() if s == seed]
@@ -72,9 +78,13 @@ def compare(exp: Experiment, seeds: list[int], argv: list[str], out: str | Path 
                 rec.pop(k, None)
             rec["code"] = version
             results.append(rec)
+            if rec.get("test") is None:  # a rank other than 0 of a multi-process run: rank 0 reports
+                continue
             print(f"seed {seed} {report.label_of(rec)}: {_headline(rec)}", flush=True)
             if partial is not None:  # finished runs survive an interruption
                 write_json(partial, {"command": command, "code": version, "results": results})
+    if not writer():
+        return results
     print(family_tables(exp.family, results, exp.valid))
     if out:
         write_report(Path(out), results, {"command": command, "code": version}, exp)

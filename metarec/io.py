@@ -97,13 +97,25 @@ def read_record(path: Path, what: str, keys=("results",), result_keys=()) -> dic
     return blob
 
 
+def writer() -> bool:
+    """Whether this process writes results: always, except on the ranks other than 0 of a multi-process run
+    (:mod:`metarec.engine.dist`), which train in step with rank 0 and leave every file to it."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
 def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as pretty JSON, atomically."""
+    """Write ``obj`` as pretty JSON, atomically (rank 0 only in a multi-process run: :func:`writer`)."""
+    if not writer():
+        return
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
+    if not writer():
+        return
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
 
@@ -178,8 +190,12 @@ def plain(obj):
 
 
 def save_torch(path: Path, blob: dict) -> None:
-    """Write ``blob`` (tensors and plain data, see :func:`plain`) with ``torch.save``, atomically."""
+    """Write ``blob`` (tensors and plain data, see :func:`plain`) with ``torch.save``, atomically (rank 0 only in
+    a multi-process run: :func:`writer`)."""
     import torch
+
+    if not writer():
+        return
 
     blob = plain(blob)
     with atomic_path(Path(path)) as tmp:

@@ -18,7 +18,7 @@ from metarec.engine.train import TrainConfig, fingerprint, train_learner
 from metarec.engine.train import run_identity as run_identity_of
 from metarec.errors import MetarecError
 from metarec.evaluation.evaluate import evaluate_ranking, evaluate_rating
-from metarec.io import write_json
+from metarec.io import write_json, writer
 from metarec.learners.base import Context
 from metarec.learners.registry import LEARNERS
 from metarec.report import with_core
@@ -272,7 +272,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
         if pretrained is not None and pooled and learner.meta_trained:
             pretrained[key] = ({k: v.clone() for k, v in learner.state_dict().items()}, fitted)
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
-    test = ev(learner, prep.test) if evaluate_test else None
+    test = ev(learner, prep.test) if evaluate_test and writer() else None  # rank 0 alone, in a multi-process run
     result = {"learner": run.learner, "dataset": run.dataset, "protocol": run.split.protocol,
               "view": run.view, "seed": run.split.seed,
               "seeds": {"split": run.split.seed, "tasks": run.tasks.seed, "train": run.train.seed},
@@ -281,7 +281,7 @@ def train_and_evaluate(run: RunConfig, learner_cfg, out_dir: Path | None = None,
               "run_config": asdict(run), "learner_config": asdict(learner_cfg),
               "split": prep.split.describe()}
     result = with_core(result, method=run.learner, family="rating", protocol=run.split.protocol, dataset=run.dataset)
-    if out_dir is not None:
+    if out_dir is not None and writer():
         out_dir.mkdir(parents=True, exist_ok=True)
         learner.save(out_dir / "model.pt", extra={"run_config": asdict(run), "learner_config": asdict(learner_cfg),
                                                   "vocabularies": prep.features.to_dict(),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarec.engine import dist
 from metarec.errors import MetarecError
 from metarec.io import load_torch, plain, save_torch
 from metarec.tasks import Task, collate
@@ -118,6 +119,11 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     fit) is scored on meta-valid too and competes in the selection as epoch 0 (``best_epoch`` 0: no epoch beat
     it, the start is kept). The start does not count for ``patience``, which runs from the best epoch, so a
     few epochs below the start do not stop training early.
+
+    Many processes (:mod:`metarec.engine.dist`, a process group already joined): every rank runs this loop on
+    the same tasks; each meta-batch is sharded over the ranks and the gradients summed, so the steps are those
+    of one process on the whole meta-batch. Rank 0 alone validates (the others receive its figures), reads and
+    writes the checkpoint; the others get its state when a run resumes.
     """
     if not train_tasks:
         raise MetarecError("no training tasks")
@@ -129,9 +135,13 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     state: dict[str, Any] = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0,
                              "history": [], "seconds": 0.0}
     ident = run_identity(cfg, identity)
-    if checkpoint is not None and restart:
+    n_ranks, me = dist.world(), dist.rank()
+    main = me == 0
+    if checkpoint is not None and restart and main:
         Path(checkpoint).unlink(missing_ok=True)
-    if checkpoint is not None and Path(checkpoint).is_file():
+    def resume() -> dict | None:  # the checkpoint's training state, if there is one (rank 0)
+        if checkpoint is None or not Path(checkpoint).is_file():
+            return None
         ck = load_torch(Path(checkpoint), "checkpoint")  # weights_only: a checkpoint cannot run code
         theirs = _recorded_identity(ck)
         if fingerprint(theirs) != fingerprint(ident):
@@ -140,13 +150,33 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         try:
             learner.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optim"])
-            state = ck["state"]
+            got = ck["state"]
             torch.set_rng_state(ck["torch_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise MetarecError(f"{checkpoint}: not a checkpoint of this run ({type(e).__name__}: "
                                f"{(str(e).splitlines() or [''])[0][:100]}); use --restart or another --out") from None
-        state.setdefault("seconds", 0.0)  # checkpoints written before the field
-        print(f"resuming {checkpoint}: {state['epoch']} of {cfg.epochs} epochs done", file=sys.stderr, flush=True)
+        got.setdefault("seconds", 0.0)  # checkpoints written before the field
+        print(f"resuming {checkpoint}: {got['epoch']} of {cfg.epochs} epochs done", file=sys.stderr, flush=True)
+        return got
+
+    if n_ranks == 1:
+        state = resume() or state
+    else:  # rank 0 resumes (or not) and its start goes to every rank; its error stops them all
+        shared: Any = None
+        if main:
+            try:
+                state = resume() or state
+                shared = {"state": state, "optim": opt.state_dict(), "torch_rng": torch.get_rng_state()}
+            except MetarecError as e:
+                shared = e
+        shared = dist.broadcast_object(shared)
+        if isinstance(shared, MetarecError):
+            raise shared
+        if not main:
+            state = shared["state"]
+            opt.load_state_dict(shared["optim"])
+            torch.set_rng_state(shared["torch_rng"])
+        dist.broadcast_module(learner)
     resumed_seconds = state["seconds"]
     def selection_score(valid: dict) -> float:  # lower is better
         if cfg.select not in valid:
@@ -157,11 +187,25 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in learner.state_dict().items()}
 
+    def validate() -> dict:  # rank 0 validates; every rank gets its figures (or its error)
+        if n_ranks == 1:
+            return valid_fn(learner)
+        got: Any = None
+        if main:
+            try:
+                got = valid_fn(learner)
+            except MetarecError as e:
+                got = e
+        got = dist.broadcast_object(got)
+        if isinstance(got, MetarecError):
+            raise got
+        return got
+
     if select_start and state["epoch"] == 0 and "start" not in state:
         learner.eval()
-        valid = valid_fn(learner)
+        valid = validate()
         state.update(start=valid, start_score=selection_score(valid), best_state=snapshot())
-        if progress:
+        if progress and main:
             tqdm.write(f"start: valid {cfg.select} {valid[cfg.select]:.4f}")
     n_steps = math.ceil(len(train_tasks) / cfg.meta_batch)
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
@@ -169,20 +213,35 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         learner.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_tasks))
         losses = []
-        bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (progress and main))
         for step in bar:
-            batch = collate_fn([train_tasks[j] for j in order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]])
-            loss = batch_loss(learner, batch)
+            idx = order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if n_ranks == 1:
+                loss = batch_loss(learner, collate_fn([train_tasks[j] for j in idx]))
+                loss.backward()
+                loss_value = loss.item()
+            else:  # this rank's shard, weighted by its share of the meta-batch's loss
+                mine = dist.shard(idx, n_ranks, me)
+                batch = collate_fn([train_tasks[j] for j in mine]) if len(mine) else None
+                w = dist.loss_weight(learner, batch) if batch is not None else 0.0
+                total = dist.allreduce_sum([w])[0]
+                part = 0.0
+                if batch is not None and w > 0:
+                    loss = batch_loss(learner, batch)
+                    (loss * (w / total)).backward()
+                    part = loss.item() * w / total
+                dist.allreduce_grads(params)
+                loss_value = dist.allreduce_sum([part])[0]
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss_value)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
             if on_batch is not None:
                 on_batch(epoch, step)
-        valid = valid_fn(learner)
+        valid = validate()
         score = selection_score(valid)
         improved = score < state["best_score"]  # the best epoch so far (patience counts from it)
         if improved:
@@ -194,10 +253,10 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **valid})
         state["epoch"] = epoch + 1
         state["seconds"] += time.perf_counter() - t_epoch
-        if progress:
+        if progress and main:
             tqdm.write(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}  valid {cfg.select} "
                        f"{valid[cfg.select]:.4f}{'  *' if improved else ''}")
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_torch(Path(checkpoint), {"model": learner.state_dict(), "optim": opt.state_dict(), "state": state,
                                           "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
                                           "identity": json.dumps(plain(ident), sort_keys=True),

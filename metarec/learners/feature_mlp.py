@@ -246,6 +246,12 @@ class FeatureMLP(Learner):
         return self._rest(state, z0)
 
     # --- the learner verbs ----------------------------------------------------------------------------
+    def loss_weight(self, batch: TaskBatch) -> float:
+        """What ``meta_loss`` averages over: tasks, or (pooled) interactions (a data-parallel shard's weight)."""
+        if self.config.train_mode == "pooled":
+            return float(batch.s_mask.sum() + batch.q_mask.sum())
+        return float(len(batch))
+
     def meta_loss(self, batch: TaskBatch) -> Tensor:
         if self.config.residual:
             batch = self._residualise(batch)[0]

@@ -22,6 +22,7 @@ import numpy as np
 from metarec import registry
 from metarec.config import apply_overrides, parse_entry
 from metarec.errors import MetarecError
+from metarec.io import writer
 
 # torch and the models are imported inside the functions: building the CLI parser stays cheap
 
@@ -78,7 +79,7 @@ def _finish(name: str, seed: int, method, data, fitted: dict, t0: float, out_dir
 
     train_s = time.perf_counter() - t0 + fitted.get("resumed_seconds", 0.0)  # + epochs of resumed processes
     valid = fitted.get("best") or evaluate_seq(method, data.valid, data.n_items)
-    test, by_query = evaluate_seq_detail(method, data.test, data.n_items)
+    test, by_query = evaluate_seq_detail(method, data.test, data.n_items) if writer() else (None, None)  # rank 0
     res = {"method": name, "seed": seed, "test": test, "valid": valid, "best_epoch": fitted.get("best_epoch", 0),
            "train_seconds": train_s, "history": fitted.get("history", []), "config": asdict(config),
            "test_by_query": by_query, **(extra or {})}

@@ -131,6 +131,10 @@ class DirectSeq(SeqMethod):
         per, mask = position_losses(self.net, batch, "all", self.config.loss, self.pool)
         return flat_mean(per, mask)
 
+    def loss_weight(self, batch: SeqBatch) -> float:
+        """What ``meta_loss`` averages over: every target position (a data-parallel shard weighs this much)."""
+        return float(batch.t_mask.sum())
+
     def fast_names(self) -> list[str]:
         if self.config.finetune.params == "all":
             return [n for n, _ in self.net.named_parameters()]

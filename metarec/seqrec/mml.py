@@ -46,6 +46,7 @@ from metarec.config import apply_overrides
 from metarec.engine.inner import InnerConfig, expand_fast, inner_loop
 from metarec.engine.train import TrainConfig, fit, lower_is_better
 from metarec.errors import MetarecError
+from metarec.io import writer
 from metarec.learners.base import Adapted
 from metarec.nets.mml_net import Fusion, MMLNetConfig, SeqLearner, pad_row
 from metarec.seqrec.batch import SeqBatch, collate_seq
@@ -495,6 +496,8 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
     fusion_select = record.pop("fusion_select", None)
     train_s = time.perf_counter() - t0 + sum(v.get("resumed_seconds", 0.0) for v in record.values()
                                             if not v.get("shared"))  # + epochs of resumed processes
+    if not writer():  # a rank other than 0 of a multi-process run: rank 0 evaluates and reports
+        return {"method": variant, "seed": seed, "test": None}
     valid = valid_fn(model)
     test, by_query = evaluate_seq_detail(model, data.test, data.n_items, rc.eval_batch)
     extra: dict = {"test_by_query": by_query}
