@@ -84,8 +84,24 @@ def cmd_prepare(args) -> None:
     from metarec.data.registry import DATASETS, cache_dir, load_dataset
     from metarec.report import markdown_table
 
+    if args.user_col or args.item_col:  # a log of the user's: read, validate, index once, cache under a name
+        from metarec.data.registry import load_log_dataset, save_dataset
+
+        if not (args.user_col and args.item_col):
+            raise MetarecError("a log file needs both --user-col and --item-col")
+        name = args.name or Path(args.dataset).stem
+        if name in DATASETS or not name or "/" in name or name.startswith("."):
+            raise MetarecError(f"--name {name!r}: choose a plain name that is not a built-in dataset's")
+        ds = load_log_dataset(args.dataset, args.user_col, args.item_col, args.rating_col, args.time_col,
+                              dedupe=args.dedupe)
+        ds = type(ds)(name=name, inter=ds.inter, users=ds.users, items=ds.items, implicit=ds.implicit)
+        save_dataset(ds, cache_dir(name))
+        print(f"{args.dataset}: cached as {name!r} in {cache_dir(name)} (use --dataset {name})")
+        print(markdown_table(["statistic", "value"], [[k, v] for k, v in ds.stats().items()]))
+        return
     if args.dataset not in DATASETS:
-        raise MetarecError(f"unknown dataset {args.dataset!r}: built-in datasets are {', '.join(DATASETS)}")
+        raise MetarecError(f"unknown dataset {args.dataset!r}: built-in datasets are {', '.join(DATASETS)}; a log "
+                           "file needs --user-col and --item-col")
     ds = load_dataset(args.dataset, refresh=args.refresh)
     print(f"{args.dataset}: cached in {cache_dir(args.dataset)}")
     print(markdown_table(["statistic", "value"], [[k, v] for k, v in ds.stats().items()]))
@@ -148,9 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("datasets", help="the built-in datasets with their sizes")
     s.set_defaults(func=cmd_datasets)
 
-    s = sub.add_parser("prepare", help="fetch, convert, cache a built-in dataset and print statistics")
-    s.add_argument("dataset")
+    s = sub.add_parser("prepare", help="fetch, convert, cache a built-in dataset (or your CSV/parquet log) and "
+                       "print statistics")
+    s.add_argument("dataset", help="a built-in dataset, or a CSV/parquet log with --user-col and --item-col")
     s.add_argument("--refresh", action="store_true", help="convert again even if cached")
+    s.add_argument("--user-col", help="log files: the user id column")
+    s.add_argument("--item-col", help="log files: the item id column")
+    s.add_argument("--rating-col", help="log files: the rating/label column (default: every row is a positive)")
+    s.add_argument("--time-col", help="log files: the timestamp column (default: row order)")
+    s.add_argument("--dedupe", action="store_true", help="keep the latest of duplicate (user, item) rows")
+    s.add_argument("--name", help="log files: the name to cache it under, then `--dataset NAME` everywhere "
+                   "(default: the file's stem)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("split", help="build a cold-start split and its tasks; print their statistics")

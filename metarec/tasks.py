@@ -83,24 +83,31 @@ def build_tasks(inter: pd.DataFrame, cfg: TaskConfig, desc: str = "tasks") -> li
         raise MetarecError(f"build_tasks makes user or item tasks; use build_{cfg.kind}_tasks for {cfg.kind!r}")
     key = cfg.kind
     need = cfg.min_inter if cfg.sizing == "melu" else max(cfg.min_inter, cfg.k_shot + cfg.n_query)
-    df = inter.sort_values([key, "timestamp", "user", "item"], kind="stable")
-    counts = df.groupby(key, sort=True).size()
-    keep = counts[(counts >= need) & (counts <= cfg.max_inter)].index.to_numpy()
-    df = df[df[key].isin(keep)]
-    u = df["user"].to_numpy()
-    i = df["item"].to_numpy()
-    r = df["rating"].to_numpy(np.float32)
-    bounds = np.r_[0, np.cumsum(df.groupby(key, sort=True).size().to_numpy())]
+    k_all = inter[key].to_numpy()
+    if len(k_all) == 0:
+        return []
+    counts = np.bincount(k_all)
+    kept = (counts >= need) & (counts <= cfg.max_inter)  # (n_owners,) owners of a task
+    rows = np.flatnonzero(kept[k_all])  # only their interactions are sorted
+    k = k_all[rows]
+    u = inter["user"].to_numpy()[rows]
+    i = inter["item"].to_numpy()[rows]
+    t = inter["timestamp"].to_numpy()[rows]
+    r = inter["rating"].to_numpy(np.float32)[rows]
+    order = np.lexsort((i, u, t, k))  # by owner, then time, user, item (stable: the frame's order on ties)
+    u, i, r, k = u[order], i[order], r[order], k[order]
+    keep = np.flatnonzero(kept)
+    bounds = np.r_[0, np.cumsum(counts[keep])]
     tasks = []
-    for n, owner in enumerate(tqdm(keep, desc=desc, leave=False, disable=len(keep) < 2000)):
-        lo, hi = bounds[n], bounds[n + 1]
-        idx = np.arange(lo, hi)
-        if cfg.order == "random":
-            idx = np.random.default_rng([cfg.seed, int(owner)]).permutation(idx)
-        q, s = idx[-cfg.n_query:], idx[: -cfg.n_query]
+    nq = cfg.n_query
+    for n, owner in enumerate(tqdm(keep.tolist(), desc=desc, leave=False, disable=len(keep) < 2000)):
+        lo, hi = int(bounds[n]), int(bounds[n + 1])
+        idx = lo + np.random.default_rng([cfg.seed, owner]).permutation(hi - lo) if cfg.order == "random" \
+            else np.arange(lo, hi)
+        q, s = idx[-nq:], idx[:-nq]
         if cfg.sizing == "kshot":
             s = s[: cfg.k_shot]
-        tasks.append(Task(int(owner), u[s], i[s], r[s], u[q], i[q], r[q]))
+        tasks.append(Task(owner, u[s], i[s], r[s], u[q], i[q], r[q]))
     return tasks
 
 

@@ -163,3 +163,24 @@ def test_learners_lists_every_registered_method_with_its_protocols(capsys):
     assert row["ptft"] == "rating-states,tasks,sequential"
     assert main(["learners", "--protocol", "warmup"]) == 0
     assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines()] == ["base", "mean", "metaemb", "mwuf"]
+
+
+def test_prepare_caches_a_log_under_a_name_that_every_command_takes(tmp_path, capsys):
+    """`metarec prepare LOG --user-col ...` reads, validates and indexes a CSV (or parquet) log once; `--dataset
+    NAME` then reads the cache: the same dataset as the log read directly."""
+    from metarec.data.loaders import build_dataset, read_log
+    from metarec.data.registry import load_dataset
+    from metarec.data.types import data_fingerprint
+
+    inter, _, _ = synthetic_frames()
+    log = tmp_path / "clicks.csv"
+    inter.rename(columns={"user": "uid", "item": "iid"}).to_csv(log, sep=";", index=False)
+    code, out, _ = run(["prepare", str(log), "--user-col", "uid", "--item-col", "iid", "--rating-col", "rating",
+                        "--time-col", "timestamp", "--name", "clicks"], capsys)
+    assert code == 0 and "cached as 'clicks'" in out
+    direct = build_dataset("clicks", read_log(log, "uid", "iid", "rating", "timestamp"))
+    assert data_fingerprint(load_dataset("clicks")) == data_fingerprint(direct)
+    code, out, _ = run(["split", "clicks", "--protocol", "user-cold", "--by", "random"], capsys)
+    assert code == 0 and "meta-test" in out
+    code, _, err = run(["prepare", str(log), "--user-col", "uid", "--item-col", "iid", "--name", "ml-1m"], capsys)
+    one_line_error(code, err, "built-in")

@@ -104,7 +104,8 @@ def read_cached(path: Path) -> Dataset:
 
 
 def load_dataset(name: str, refresh: bool = False) -> Dataset:
-    """A built-in dataset by name (converted once, then read from the cache), or a path.
+    """A built-in dataset by name (converted once, then read from the cache), a path, or the name a log was
+    cached under by ``metarec prepare LOG --user-col ... [--name NAME]``.
 
     A path may be a directory of RecBole atomic files (``X.inter`` with optional ``X.user``/``X.item``).
     """
@@ -121,6 +122,9 @@ def load_dataset(name: str, refresh: bool = False) -> Dataset:
     p = Path(name)
     if p.is_dir() or p.suffix == ".inter":
         return load_atomic(p)
+    if name and "/" not in name and cache_state(cache_dir(name)) == "ok":  # a log `metarec prepare` cached
+        remove_stale_temporaries(cache_dir(name))
+        return read_cached(cache_dir(name))
     known = ", ".join(DATASETS)
     raise MetarecError(f"unknown dataset {name!r}: built-in datasets are {known}; or give a directory of "
                        "RecBole atomic files, or a CSV/parquet log with --user-col and --item-col")

@@ -14,9 +14,11 @@ This is what ``torch.nn.parallel.DistributedDataParallel`` does, without its mod
 loss is not its module's ``forward`` (it runs ``torch.func`` over fast weights in an inner loop), which DDP's
 reducer cannot hook, so the all-reduce is called explicitly after ``backward``.
 
-Processes: ``metarec train --nproc N`` starts N local ranks (gloo on the loopback interface; NCCL with
-``--device cuda``); ``torchrun ... -m metarec train ...`` starts them on one or many nodes. A rank learns its
-place from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``).
+Processes: ``metarec train --nproc N`` starts N local ranks (gloo on the loopback interface);
+``torchrun ... -m metarec train ...`` starts them on one or many nodes. A rank learns its place from the
+environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The learners train on
+CPU tensors, so the command line joins with gloo; :func:`init_from_env` takes ``device="cuda"`` (NCCL, one GPU
+per local rank) for code that keeps its model on GPUs.
 """
 
 from __future__ import annotations
