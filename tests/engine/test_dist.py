@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,97 @@ def test_a_failing_rank_stops_the_run_with_one_line(tmp_path):
                  tmp_path / "home")
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "metarec: error:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_allreduce_keeps_none_gradients_and_sums_the_rest():
+    """In a (one-rank) gloo group: a parameter without a gradient stays without one (Adam must skip it, as in one
+    process); the others come back summed, in their own shape and dtype; the loss weights sum."""
+    import socket
+
+    import torch.distributed as tdist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        a, b, c = (torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.zeros(4)),
+                   torch.nn.Parameter(torch.ones(1)))
+        (a * 2).sum().backward()
+        c.grad = torch.tensor([0.5])
+        dist.allreduce_grads([a, b, c])
+        assert b.grad is None
+        torch.testing.assert_close(a.grad, torch.full((2, 3), 2.0))
+        torch.testing.assert_close(c.grad, torch.tensor([0.5]))
+        assert dist.allreduce_sum([1.5, 2.0]) == [1.5, 2.0]
+        assert dist.broadcast_object({"x": 1}) == {"x": 1} and dist.is_main()
+    finally:
+        tdist.destroy_process_group()
+
+
+def _rank_fit(r: int, port: int, workdir: str, crash_epoch: int) -> None:
+    """One rank of a 2-rank MeLU fit on the tiny log (spawned); ``crash_epoch``: fail at that epoch's first step."""
+    import torch.distributed as tdist
+
+    from metarec.data.loaders import build_dataset
+    from metarec.engine.train import fit
+    from metarec.evaluation.evaluate import evaluate_rating
+    from metarec.io import save_torch
+    from tests.engine.test_train import CFG, TCFG
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r, world_size=2)
+    try:
+        learner, prep = _tiny_melu(build_dataset, CFG)
+
+        def crash(epoch, step):
+            if epoch == crash_epoch and step == 0:
+                raise RuntimeError("killed")
+
+        fit(learner, prep.train, lambda m: evaluate_rating(m, prep.valid), TCFG, checkpoint=Path(workdir) / "ck.pt",
+            progress=False, on_batch=crash)
+        save_torch(Path(workdir) / "final.pt", {"state": learner.state_dict()})
+    finally:
+        tdist.destroy_process_group()
+
+
+def _tiny_melu(build_dataset, cfg):
+    from metarec.learners.feature_mlp import FeatureMLP
+    from metarec.pipeline import RunConfig, prepare
+    from metarec.splits import SplitConfig
+    from metarec.tasks import TaskConfig
+
+    inter, users, items = synthetic_frames()
+    prep = prepare(RunConfig(split=SplitConfig(protocol="user-cold", by="random"), tasks=TaskConfig(min_inter=14)),
+                   build_dataset("tiny", inter, users, items))
+    torch.manual_seed(123)
+    return FeatureMLP(prep.ctx, cfg), prep
+
+
+def test_a_killed_two_rank_run_resumes_to_the_uninterrupted_one_process_run(tmp_path):
+    """Killed at the start of its third epoch, a 2-rank run resumes from rank 0's checkpoint (every rank gets its
+    state) and ends where one uninterrupted process ends."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from metarec.data.loaders import build_dataset
+    from metarec.engine.train import fit
+    from metarec.evaluation.evaluate import evaluate_rating
+    from metarec.io import save_torch
+    from tests.engine.test_train import CFG, TCFG
+
+    learner, prep = _tiny_melu(build_dataset, CFG)
+    fit(learner, prep.train, lambda m: evaluate_rating(m, prep.valid), TCFG, progress=False)
+    save_torch(tmp_path / "one.pt", {"state": learner.state_dict()})
+
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    with pytest.raises(Exception, match="killed"):
+        mp.spawn(_rank_fit, args=(port(), str(tmp_path), 2), nprocs=2, join=True)
+    assert load_torch(tmp_path / "ck.pt", "checkpoint")["state"]["epoch"] == 2
+    mp.spawn(_rank_fit, args=(port(), str(tmp_path), -1), nprocs=2, join=True)
+    _same_weights(tmp_path / "one.pt", tmp_path / "final.pt")
