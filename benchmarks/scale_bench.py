@@ -234,12 +234,21 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks"))
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per stage before it counts as failed")
     ap.add_argument("--fresh", action="store_true", help="forget earlier measurements in --work")
+    ap.add_argument("--render", type=Path, help="no measuring: rewrite scale.md in --out-dir from this scale.json")
     ap.add_argument("--stage", help=argparse.SUPPRESS)  # a child: one stage of one size
     ap.add_argument("--size", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.render:
+        from metarec.io import write_text
+
+        write_text(args.out_dir / "scale.md", markdown(json.loads(args.render.read_text())))
+        print(f"wrote {args.out_dir / 'scale.md'}")
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage:
         res = generate(args.size, args.work) if args.stage == "generate" else stage(args.stage, args.size, args.work)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res["cpu_s"] = ru.ru_utime + ru.ru_stime  # this process's CPU, to tell the others' load apart
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -253,7 +262,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
     def child(st: str, size: str) -> dict:
-        meter = CpuMeter()
+        meter, t0 = CpuMeter(), time.perf_counter()
         try:
             p = subprocess.run([sys.executable, __file__, "--stage", st, "--size", size, "--work", str(args.work)],
                                capture_output=True, text=True, timeout=args.timeout, env=env)
@@ -263,7 +272,9 @@ def main() -> None:
         if p.returncode != 0 or not lines:
             return {"error": (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:300]}
         res = json.loads(lines[-1][len("RESULT "):])
-        res["other_cores"] = round(meter.foreign_cores(), 2)  # CPU other processes used meanwhile
+        wall = time.perf_counter() - t0
+        # CPU that processes other than this stage's used meanwhile (the meter counts the child as foreign)
+        res["other_cores"] = round(max(0.0, meter.foreign_cores() - res.get("cpu_s", 0.0) / max(wall, 1e-9)), 2)
         return res
 
     for size in args.sizes:

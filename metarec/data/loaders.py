@@ -220,25 +220,28 @@ def build_dataset(name: str, inter: pd.DataFrame, users: pd.DataFrame | None = N
             raise MetarecError(f"{src}: {int(out.sum())} rating(s) outside --rating-range {lo:g} {hi:g}, first in "
                                f"interaction row {row + 1}: {rating[row]:g}")
     ts = num["timestamp"]
-    key = ucode * max(1, len(iraw)) + icode  # one int64 per (user, item) pair
-    dup = pd.Series(key).duplicated(keep="last").to_numpy()
-    keep = None
-    if dup.any():
-        if not dedupe:
-            row = int(np.flatnonzero(dup)[0])
-            raise MetarecError(
-                f"{src}: {int(dup.sum())} duplicate (user, item) interaction(s), first: user "
-                f"{uraw[ucode[row]]!r} item {iraw[icode[row]]!r}; use --dedupe to keep the latest")
-        by_time = np.argsort(ts, kind="stable")  # the latest of each pair (the later row among equal times)
-        keep = np.sort(by_time[~pd.Series(key[by_time]).duplicated(keep="last").to_numpy()])
-        ucode, icode, rating, ts = ucode[keep], icode[keep], rating[keep], ts[keep]
-    ts = ts.astype(np.int64)
-    # sort by (timestamp, raw user id, raw item id) with integer ranks of the raw ids in string order
+    # integer ranks of the raw ids in string order: (rank of user, rank of item) sorts as the raw ids do
     urank = np.empty(len(uraw), dtype=np.int64)
     urank[np.argsort(uraw.astype(str), kind="stable")] = np.arange(len(uraw))
     irank = np.empty(len(iraw), dtype=np.int64)
     irank[np.argsort(iraw.astype(str), kind="stable")] = np.arange(len(iraw))
-    order = np.lexsort((irank[icode], urank[ucode], ts))
+    pair = urank[ucode] * max(1, len(iraw)) + irank[icode]  # one int64 per (user, item) pair
+    by_pair = np.argsort(pair, kind="stable")  # equal pairs side by side, in row order
+    later = pair[by_pair[1:]] == pair[by_pair[:-1]]  # position j has a duplicate after it
+    if later.any():
+        dup_rows = by_pair[:-1][later]  # rows with a later row of the same pair
+        if not dedupe:
+            row = int(dup_rows.min())
+            raise MetarecError(
+                f"{src}: {len(dup_rows)} duplicate (user, item) interaction(s), first: user "
+                f"{uraw[ucode[row]]!r} item {iraw[icode[row]]!r}; use --dedupe to keep the latest")
+        by_time = np.argsort(ts, kind="stable")  # the latest of each pair (the later row among equal times)
+        keep = np.sort(by_time[~pd.Series(pair[by_time]).duplicated(keep="last").to_numpy()])
+        ucode, icode, rating, ts, pair = ucode[keep], icode[keep], rating[keep], ts[keep], pair[keep]
+        by_pair = np.argsort(pair, kind="stable")
+    ts = ts.astype(np.int64)
+    # sorted by (timestamp, raw user id, raw item id): a stable sort by time of the rows sorted by pair
+    order = by_pair[np.argsort(ts[by_pair], kind="stable")]
     ucode, icode, rating, ts = ucode[order], icode[order], rating[order], ts[order]
 
     u_first = pd.unique(ucode)  # codes in order of first appearance in time
