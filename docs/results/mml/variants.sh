@@ -47,9 +47,11 @@ for s in $SEEDS; do
     --train.epochs=30 --train.patience=5
   # CBML, the other MAML method: paper and last-5 queries (10 epochs, patience 3)
   run "${D}_v-cbml_s$s" --learners cbml "cbml-q5=cbml@$Q5" --train.epochs=10 --train.patience=3
-  # is it the budget? the paper's query and the last-5 queries to early stopping (a 20-epoch cap, patience 3)
+  # is it the budget? the paper's query, the last-5 queries and PT + MAML (last 5, outer rate 1e-4) to early
+  # stopping (a 20-epoch cap, patience 3)
   run "${D}_v-long_s$s" --learners "mml-main-e20=mml-main@meta.epochs=20,meta.patience=3" \
-    "mml-main-q5-e20=mml-main@$Q5,meta.epochs=20,meta.patience=3" $MML_BUDGET
+    "mml-main-q5-e20=mml-main@$Q5,meta.epochs=20,meta.patience=3" \
+    "mml-main-pt-q5-lr4-e20=mml-main@$PT,$Q5,meta.lr=1e-4,meta.epochs=20,meta.patience=3" $MML_BUDGET
 done
 files=$(for s in 0 1 2; do for j in v-main v-ptlr v-group v-base v-cbml v-long; do
   f="$R/${D}_${j}_s$s.json"; [ -f "$f" ] && echo "$f"; done; done)
