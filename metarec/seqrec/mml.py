@@ -26,6 +26,12 @@ normalised scores); ``mml-main`` (the main learner alone, with its generator); `
 only, vanilla attention, no auxiliary learner, no generator); ``ptft-mml`` (PT-FT with the MML network:
 stage 1 trains on every prefix without an inner loop, meta-test fine-tunes with the same SGD steps).
 
+Options beyond the paper (issue 17; the defaults are the paper's recipe): ``meta_query=m`` (stage 1's query =
+the last m targets of each meta-train window, the support before them, as a new user's task is cut), ``init="pooled"``
+(PT + MAML: a stage 0 on every prefix, trained by ``MMLRunConfig.pretrain``, then MAML from there, the start
+competing as epoch 0), ``fusion_select="valid"`` (after stage 3 the plain average competes with the learned fusion on
+meta-valid; the winner is kept). Results: docs/results/mml/variants.md.
+
 Open choices: negatives for BPR are drawn uniformly from the trained items (never the target); the
 meta-valid model selection of stages 1-2 scores with the components trained so far (average fusion
 until stage 3); MovieLens has no pictures, so there the group is {ID, text}.
