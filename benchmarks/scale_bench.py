@@ -176,7 +176,8 @@ def markdown(rec: dict) -> str:
         "# Scale: metarec's stages on synthetic logs of up to 20M interactions",
         "",
         f"Command: `{rec['command']}`  ",
-        f"Code: {rec['code']}; {rec['machine']['cpu_count']} cores ({rec['machine']['cpu_model']}), "
+        f"Code: {rec['code']} (each stage's commit is in its details below); "
+        f"{rec['machine']['cpu_count']} cores ({rec['machine']['cpu_model']}), "
         f"torch {rec['machine']['torch']}, one torch thread per stage; measured {rec['machine']['date']}.",
         "",
         "Each stage runs in its own process: seconds of wall time and the process's peak resident memory (imports "
@@ -257,6 +258,7 @@ def main() -> None:
 
     from metarec.io import code_version, write_json, write_text
 
+    version = code_version()  # the code each measurement ran (a record may join runs of several commits)
     partial = args.work / "measured.json"
     rec = json.loads(partial.read_text()) if partial.is_file() and not args.fresh else {"logs": {}, "measured": {}}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
@@ -275,6 +277,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         # CPU that processes other than this stage's used meanwhile (the meter counts the child as foreign)
         res["other_cores"] = round(max(0.0, meter.foreign_cores() - res.get("cpu_s", 0.0) / max(wall, 1e-9)), 2)
+        res["code"] = version
         return res
 
     for size in args.sizes:
@@ -295,7 +298,8 @@ def main() -> None:
             print(m.get("error") or f"{m['seconds']:.1f} s, {m['peak_gib']:.2f} GiB", flush=True)
             write_json(partial, rec)
     order = [s for s in SIZES if s in rec["logs"]]
-    rec.update(sizes=order, code=code_version(), machine=machine_info(),
+    codes = sorted({m.get("code", "?") for m in rec["measured"].values()})
+    rec.update(sizes=order, code=", ".join(codes), machine=machine_info(),
                command="OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale_bench.py " + " ".join(sys.argv[1:]))
     rec["measured"] = {f"{s}/{st}": rec["measured"][f"{s}/{st}"] for s in order for st in STAGES
                        if f"{s}/{st}" in rec["measured"]}

@@ -79,13 +79,16 @@ def ridge_solve(X: Tensor, w: Tensor, wy: Tensor, lam: Tensor, base: Tensor | No
 
 
 def _side_solve(rows: Tensor, cols: Tensor, w: Tensor, wy: Tensor, n_rows: int, feats: Tensor, lam: Tensor,
-                base: Tensor | None = None, chunk: int = 1 << 16) -> Tensor:
+                base: Tensor | None = None, chunk: int = 1 << 14, block: int = 1 << 13) -> Tensor:
     """One ALS half-step for every row at once: ``theta_r = (sum w x x' + base + diag(lam))^-1 sum wy x`` over
     the interactions (rows[n], cols[n]) with ``x = feats[cols[n]]``. The normal equations come from sparse
-    products (no (nnz, d, d) tensor): A = M_w @ vec(x x'), b = M_wy @ x, M the weighted row-by-col matrix, over
-    chunks of consecutive rows holding about ``chunk`` interactions each, with the outer products of only the
-    columns a chunk touches: memory stays bounded by the chunk, not by the number of rows or columns (a log of
-    millions of users). rows, cols: (n,) long; w, wy: (n,) float64; feats: (n_cols, d). Returns (n_rows, d).
+    products (no (nnz, d, d) tensor): A = M_w @ vec(x x'), b = M_wy @ x, M the weighted row-by-col matrix.
+
+    Bounded memory on logs of millions of users: the rows are solved in chunks of consecutive rows holding about
+    ``chunk`` interactions (a row with more is a chunk of its own), and a chunk's normal equations are summed over
+    blocks of at most ``block`` interactions, each with the outer products of only the columns it touches. The
+    peak is then about (chunk + 2 block) * d * d floats, whatever the numbers of rows, columns and interactions.
+    rows, cols: (n,) long; w, wy: (n,) float64; feats: (n_cols, d). Returns (n_rows, d).
     """
     n_cols, d = feats.shape
     out = torch.zeros(n_rows, d, dtype=feats.dtype)
@@ -97,21 +100,25 @@ def _side_solve(rows: Tensor, cols: Tensor, w: Tensor, wy: Tensor, n_rows: int, 
     ends = torch.searchsorted(rows, torch.arange(n_rows + 1), right=False)  # (n_rows + 1,) first index of row r
     cuts = torch.searchsorted(ends, torch.arange(chunk, max(chunk, len(rows)), chunk), right=True) - 1
     bounds = torch.unique(torch.cat([torch.tensor([0]), cuts.clamp_min(1), torch.tensor([n_rows])]))
+    eye = torch.diag(lam)
     for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         lo, hi = int(ends[r0]), int(ends[r1])
-        if r1 <= r0:
-            continue
-        used, cc = torch.unique(cols[lo:hi], return_inverse=True)  # the columns this chunk touches
-        fu = feats[used]  # (n_used, d)
-        outer = (fu[:, :, None] * fu[:, None, :]).reshape(len(used), d * d)  # (n_used, d*d)
-        idx = torch.stack([rows[lo:hi] - r0, cc])
-        Mw = torch.sparse_coo_tensor(idx, w[lo:hi], (r1 - r0, len(used)), check_invariants=False)
-        Mwy = torch.sparse_coo_tensor(idx, wy[lo:hi], (r1 - r0, len(used)), check_invariants=False)
-        A = torch.sparse.mm(Mw, outer).reshape(r1 - r0, d, d) + torch.diag(lam)
+        A = torch.zeros(r1 - r0, d * d, dtype=feats.dtype)
+        b = torch.zeros(r1 - r0, d, dtype=feats.dtype)
+        for s in range(lo, hi, block):
+            e = min(hi, s + block)
+            used, cc = torch.unique(cols[s:e], return_inverse=True)  # the columns this block touches
+            fu = feats[used]  # (n_used, d)
+            outer = (fu[:, :, None] * fu[:, None, :]).reshape(len(used), d * d)  # (n_used, d*d)
+            idx = torch.stack([rows[s:e] - r0, cc])
+            A += torch.sparse.mm(torch.sparse_coo_tensor(idx, w[s:e], (r1 - r0, len(used)), check_invariants=False),
+                                 outer)
+            b += torch.sparse.mm(torch.sparse_coo_tensor(idx, wy[s:e], (r1 - r0, len(used)), check_invariants=False),
+                                 fu)
+        A3 = A.view(r1 - r0, d, d) + eye
         if base is not None:
-            A = A + base
-        b = torch.sparse.mm(Mwy, fu)  # (rows, d)
-        out[r0:r1] = torch.cholesky_solve(b.unsqueeze(-1), torch.linalg.cholesky(A)).squeeze(-1)
+            A3 = A3 + base
+        out[r0:r1] = torch.cholesky_solve(b.unsqueeze(-1), torch.linalg.cholesky(A3)).squeeze(-1)
     return out
 
 

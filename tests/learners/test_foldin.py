@@ -344,7 +344,7 @@ def test_als_half_step_is_the_same_in_any_chunking():
     w, wy = torch.rand(n, dtype=torch.float64, generator=g), torch.rand(n, dtype=torch.float64, generator=g)
     feats = torch.randn(300, 4, dtype=torch.float64, generator=g)
     lam = torch.full((4,), 0.5, dtype=torch.float64)
-    whole = _side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=1 << 20)
-    for chunk in (1, 37, 777):
-        torch.testing.assert_close(_side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=chunk), whole)
+    whole = _side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=1 << 20, block=1 << 20)
+    for chunk, block in ((1, 1), (37, 5), (777, 100), (300, 1 << 20)):
+        torch.testing.assert_close(_side_solve(rows, cols, w, wy, 1000, feats, lam, chunk=chunk, block=block), whole)
     assert whole[900:].abs().max() == 0  # no interaction: the ridge solution is 0
