@@ -84,8 +84,9 @@ def _side_solve(rows: Tensor, cols: Tensor, w: Tensor, wy: Tensor, n_rows: int, 
     the interactions (rows[n], cols[n]) with ``x = feats[cols[n]]``. The normal equations come from sparse
     products (no (nnz, d, d) tensor): A = M_w @ vec(x x'), b = M_wy @ x, M the weighted row-by-col matrix.
 
-    Bounded memory on logs of millions of users: the rows are solved in chunks of consecutive rows holding about
-    ``chunk`` interactions (a row with more is a chunk of its own), and a chunk's normal equations are summed over
+    Bounded memory on logs of millions of users: the rows are solved in chunks of at most ``chunk`` consecutive
+    rows holding about ``chunk`` interactions (a row with more is a chunk of its own; rows without any are 0, as
+    the ridge solution with b = 0, and are not solved), and a chunk's normal equations are summed over
     blocks of at most ``block`` interactions, each with the outer products of only the columns it touches. The
     peak is then about (chunk + 2 block) * d * d floats, whatever the numbers of rows, columns and interactions.
     rows, cols: (n,) long; w, wy: (n,) float64; feats: (n_cols, d). Returns (n_rows, d).
@@ -99,10 +100,13 @@ def _side_solve(rows: Tensor, cols: Tensor, w: Tensor, wy: Tensor, n_rows: int, 
     # row boundaries: chunks of whole rows, each closed once it holds about `chunk` interactions
     ends = torch.searchsorted(rows, torch.arange(n_rows + 1), right=False)  # (n_rows + 1,) first index of row r
     cuts = torch.searchsorted(ends, torch.arange(chunk, max(chunk, len(rows)), chunk), right=True) - 1
-    bounds = torch.unique(torch.cat([torch.tensor([0]), cuts.clamp_min(1), torch.tensor([n_rows])]))
+    # ... and of at most `chunk` rows (users without interactions, e.g. the new ones, sit together at the end)
+    bounds = torch.unique(torch.cat([torch.arange(0, n_rows, chunk), cuts.clamp_min(1), torch.tensor([n_rows])]))
     eye = torch.diag(lam)
     for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         lo, hi = int(ends[r0]), int(ends[r1])
+        if hi == lo:  # no interaction: the ridge solution is 0
+            continue
         A = torch.zeros(r1 - r0, d * d, dtype=feats.dtype)
         b = torch.zeros(r1 - r0, d, dtype=feats.dtype)
         for s in range(lo, hi, block):
