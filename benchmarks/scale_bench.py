@@ -217,6 +217,14 @@ def markdown(rec: dict) -> str:
             lines += ["", f"**{big}: prepare (CSV), split (all 8) and task building take {total / 60:.1f} minutes "
                       f"together, the largest of them peaking at {peak:.2f} GiB** (targets at 20M: under 10 minutes "
                       "and under 8 GiB)."]
+    lines += [
+        "",
+        "Reading: `fullrank` scores every candidate item for every meta-test task, so its work is (meta-test users) x "
+        "(items), both of which grow with the log: a growth near 2 is the protocol's, not the code's (per task and "
+        "candidate it stays flat). `foldin-fit` is ALS, O(interactions x rank^2) per sweep (10 sweeps, rank 32, "
+        "float64). `other_cores` in the details is the CPU other processes used meanwhile (about one core here: "
+        "another job ran beside this one on the two-core machine), so absolute seconds are those of a shared machine.",
+    ]
     lines += ["", "Details per stage (seconds of the parts, what was built):", ""]
     for key, m in rec["measured"].items():
         detail = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items()
