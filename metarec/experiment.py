@@ -78,7 +78,7 @@ def compare(exp: Experiment, seeds: list[int], argv: list[str], out: str | Path 
                 rec.pop(k, None)
             rec["code"] = version
             results.append(rec)
-            if rec.get("test") is None:  # a rank other than 0 of a multi-process run: rank 0 reports
+            if not writer():  # a rank other than 0 of a multi-process run: rank 0 reports
                 continue
             print(f"seed {seed} {report.label_of(rec)}: {_headline(rec)}", flush=True)
             if partial is not None:  # finished runs survive an interruption
