@@ -70,7 +70,6 @@ def generate(size: str, work: Path) -> dict:
 
 def stage(name: str, size: str, work: Path) -> dict:
     """Run one stage in this process; returns its seconds, peak memory and what it built."""
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -155,7 +154,6 @@ def stage(name: str, size: str, work: Path) -> dict:
                 out.update(candidates=len(cand), foldin_tasks=len(test), foldin_ndcg10=res["ndcg@10"],
                            melu_tasks=min(2000, len(test)), melu_s=time.perf_counter() - t2,
                            melu_ndcg10=res_m["ndcg@10"])
-    del np
     out.update(seconds=seconds, peak_gib=peak_gib())
     return out
 
@@ -222,8 +220,9 @@ def markdown(rec: dict) -> str:
         "Reading: `fullrank` scores every candidate item for every meta-test task, so its work is (meta-test users) x "
         "(items), both of which grow with the log: a growth near 2 is the protocol's, not the code's (per task and "
         "candidate it stays flat). `foldin-fit` is ALS, O(interactions x rank^2) per sweep (10 sweeps, rank 32, "
-        "float64). `other_cores` in the details is the CPU other processes used meanwhile (about one core here: "
-        "another job ran beside this one on the two-core machine), so absolute seconds are those of a shared machine.",
+        "float64). `other_cores` in the details is the CPU other processes used meanwhile on the two-core machine "
+        "(about one core for most stages here: another job ran beside them), so absolute seconds are those of a "
+        "shared machine.",
     ]
     lines += ["", "Details per stage (seconds of the parts, what was built):", ""]
     for key, m in rec["measured"].items():

@@ -163,7 +163,7 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         codes, uniq = pd.factorize(col.astype(str).where(col.notna()), use_na_sentinel=True)
         codes = codes.astype(np.int64)
         uniques = np.asarray(uniq, dtype=object)
-    if len(uniques) and len(np.unique(uniques)) < len(uniques):  # categories that differ only before str()
+    if pd.Index(uniques).has_duplicates:  # categories that differ only before str() (hashed: O(n), no sort)
         merged, inv = np.unique(uniques, return_inverse=True)
         codes = np.where(codes >= 0, inv[np.maximum(codes, 0)], -1)
         uniques = merged.astype(object)

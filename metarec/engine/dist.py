@@ -17,8 +17,7 @@ reducer cannot hook, so the all-reduce is called explicitly after ``backward``.
 Processes: ``metarec train --nproc N`` starts N local ranks (gloo on the loopback interface);
 ``torchrun ... -m metarec train ...`` starts them on one or many nodes. A rank learns its place from the
 environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The learners train on
-CPU tensors, so the command line joins with gloo; :func:`init_from_env` takes ``device="cuda"`` (NCCL, one GPU
-per local rank) for code that keeps its model on GPUs.
+CPU tensors, so the ranks join with gloo (a CUDA path with NCCL is not built: it could not be run here).
 """
 
 from __future__ import annotations
@@ -46,20 +45,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: str = "cpu", timeout_s: float = 4 * 3600) -> bool:
-    """Join the process group the environment describes (``WORLD_SIZE`` > 1); False when there is none.
+def init_from_env(timeout_s: float = 4 * 3600) -> bool:
+    """Join the gloo process group the environment describes (``WORLD_SIZE`` > 1); False when there is none.
 
-    gloo on CPU, NCCL on CUDA (each rank on GPU ``LOCAL_RANK``). ``timeout_s`` bounds a collective (rank 0's
-    validation and checkpointing run while the others wait in one).
+    ``timeout_s`` bounds a collective (rank 0's validation and checkpointing run while the others wait in one).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if dist.is_initialized():
         return True
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     return True
 
 
