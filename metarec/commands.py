@@ -30,7 +30,16 @@ def _add_run_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "metarec/task_files.py), ids being the raw ids of --dataset")
     p.add_argument("--config", help="a YAML file of overrides (same keys as --a.b=value)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default="cpu", help="cpu only for this family (cuda: the sequential protocol)")
     _add_preset_args(p)
+
+
+def _cpu_only(args) -> None:
+    """The rating family trains on the CPU (``auto`` picks it): any other ``--device`` stops with one line."""
+    from metarec.engine.device import SEQUENTIAL_ONLY
+
+    if args.device.strip().lower() not in ("cpu", "auto"):
+        raise MetarecError(f"--device {args.device}: {SEQUENTIAL_ONLY}")
 
 
 def _add_preset_args(p: argparse.ArgumentParser) -> None:
@@ -84,6 +93,7 @@ def cmd_train(args, extra) -> None:
     from metarec.io import writable_dir
     from metarec.pipeline import make_config, train_and_evaluate
 
+    _cpu_only(args)
     preset, store = _preset_args(args)
     over = run_overrides(args, extra)
     run, lcfg = make_config(args.learner, args.dataset, args.protocol, args.seed, args.view, over,
@@ -187,6 +197,7 @@ def cmd_compare(args, extra) -> None:
     from metarec.experiment import Experiment, compare
     from metarec.pipeline import prepare, train_and_evaluate
 
+    _cpu_only(args)
     over = run_overrides(args, extra)
     preset, store = _preset_args(args)
     for seed in args.seeds:  # every entry checked before anything trains: a typo in the last one stops at once
@@ -222,6 +233,7 @@ def cmd_merge(args, extra) -> None:
 
 def cmd_curve(args, extra) -> None:
     """Support-size curve: a metric against K shots, one line per learner, as a PNG (and JSON)."""
+    _cpu_only(args)
     from metarec.io import code_version, write_json
     from metarec.pipeline import prepare, train_and_evaluate
 
@@ -319,6 +331,7 @@ def _replot(path: Path) -> None:
 
 def cmd_tune(args, extra) -> None:
     """Tune one learner on meta-valid (metarec/tuning.py)."""
+    _cpu_only(args)
     from metarec.presets import AUTO
     from metarec.tuning import TuneConfig, tune
 

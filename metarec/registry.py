@@ -14,7 +14,8 @@ Families and their protocols (:data:`PROTOCOLS`):
 - ``warmup``: item-ID embedding warm-up on a frozen DeepFM (MetaEmb, MWUF); implementation: the method's class.
 - ``scenario``: s²Meta's scenario-specific few-shot protocol; implementation: a ``Learner`` subclass.
 - ``sequential``: MML's cold-start sequential protocol; implementation: the run function
-  ``run(name, data, seed, out_dir, progress, overrides, cache) -> result``, plus the model class for loading.
+  ``run(name, data, seed, out_dir, progress, overrides, cache, device=...) -> result`` (``device``: the
+  ``torch.device`` it trains on), plus the model class for loading.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ class ScenarioRunConfig:
     pool_chunk: int = 256  # pooled learners: positives per pseudo-task
     pool_negatives: int = 4  # pooled learners: sampled negatives per positive
     eval_batch: int = 4
+    # learners with a pooled start (s2meta learner.init=pooled): stage 0's training, FT's recipe (seed: the run's)
+    start: TrainConfig = field(default_factory=lambda: TRAIN_DEFAULTS["scenario-ft"])
 
     def __post_init__(self):
         from metarec.checks import check
@@ -173,9 +175,48 @@ def select_adapt(learner, grid: dict, valid_fn, metric: str) -> list[dict]:
     return records
 
 
+def _ft_key(run: ScenarioRunConfig, train: TrainConfig, ft_cfg) -> str:
+    """Everything that determines FT's trained network (``cache`` key shared by FT and a pooled start); the
+    adapt-time step count and rate count too (they score the epochs of its model selection)."""
+    return repr(("ft-network", asdict(run.scenarios), asdict(run.mf), run.pool_chunk, run.pool_negatives,
+                 asdict(train), ft_cfg.emb_dim, ft_cfg.arch, ft_cfg.margin, ft_cfg.steps, ft_cfg.lr))
+
+
+def pooled_start(learner, run: ScenarioRunConfig, prep: ScenarioPrepared, valid_fn, checkpoint: Path | None = None,
+                 progress: bool = True, identity: dict | None = None, cache: dict | None = None) -> dict:
+    """Stage 0 of a learner with ``pooled_start`` (s²Meta ``init="pooled"``): FT's network, trained exactly as
+    ``scenario-ft`` trains it (``run.start``, by default FT's training defaults, at this seed; the same pooled
+    tasks and meta-valid selection), becomes the learner's start (``set_start``). Returns that fit's record.
+    ``cache``: a dict shared by the runs of one seed; an FT run of that seed with the same training (an FT entry
+    earlier in the same ``scenario compare``) hands its network over instead of training it again."""
+    from metarec.learners.scenario_ft import ScenarioFT, ScenarioFTConfig
+
+    cfg = learner.config
+    ft_cfg = ScenarioFTConfig(emb_dim=cfg.emb_dim, arch=cfg.arch, margin=cfg.margin)
+    train = replace(run.start, seed=run.train.seed)
+    key = _ft_key(run, train, ft_cfg)
+    if cache is not None and key in cache:
+        params, fitted = cache[key]
+        learner.set_start(params)
+        return {**fitted, "shared": True}
+    torch.manual_seed(run.train.seed)  # FT's own run seeds here, then builds its network
+    ft = ScenarioFT(prep.ctx, ft_cfg)
+    ft.set_embeddings(prep.users, prep.items)
+    fitted = fit(ft, pooled_tasks(prep.data, run, "scenarios"), valid_fn, train, checkpoint=checkpoint,
+                 progress=progress, identity=None if identity is None else {**identity, "stage": "pooled_start"})
+    params = {k: v.detach().clone() for k, v in ft._theta(1).items()}
+    learner.set_start(params)
+    record = {"best_epoch": fitted["best_epoch"], "best": fitted["best"], "history": fitted["history"],
+              "train": asdict(train)}
+    if cache is not None:
+        cache[key] = (params, record)
+    return record
+
+
 def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = None, out_dir: Path | None = None,
-                 progress: bool = True, label: str | None = None) -> dict:
-    """Train (select on meta-valid), evaluate on meta-test, optionally write ``model.pt``/``results.json``."""
+                 progress: bool = True, label: str | None = None, cache: dict | None = None) -> dict:
+    """Train (select on meta-valid), evaluate on meta-test, optionally write ``model.pt``/``results.json``.
+    ``cache``: shared by the runs of one seed (FT's trained network for a pooled start, see :func:`pooled_start`)."""
     from metarec.learners.neumf import fit_neumf
 
     prep = prep or prepare(run)
@@ -203,9 +244,20 @@ def run_scenario(run: ScenarioRunConfig, lcfg, prep: ScenarioPrepared | None = N
             "run": {k: v for k, v in asdict(run).items() if k != "train"}, "learner": asdict(lcfg),
             "data": data_fingerprint(data.dataset),
             "scenarios": data.describe()}
+        start = None
+        if learner.pooled_start:
+            start = pooled_start(learner, run, prep, valid_fn, out_dir / "checkpoint-start.pt" if out_dir else None,
+                                 progress, identity, cache)
         fitted = train_learner(learner, lambda: pooled_tasks(data, run, "scenarios") if learner.pooled
                                else data.train * run.repeat, data.training_frame(), valid_fn, run.train,
                                checkpoint=ckpt, progress=progress, identity=identity)
+        if start is not None:
+            fitted["pretrain"] = start
+        if run.learner == "scenario-ft" and cache is not None:  # a pooled start of this seed may reuse it
+            cache[_ft_key(run, run.train, lcfg)] = (
+                {k: v.detach().clone() for k, v in learner._theta(1).items()},
+                {"best_epoch": fitted["best_epoch"], "best": fitted["best"], "history": fitted["history"],
+                 "train": asdict(run.train)})
     selection = None
     if learner.adapt_grid:
         selection = select_adapt(learner, learner.adapt_grid, valid_fn, run.train.select)
@@ -295,6 +347,7 @@ def cmd_compare(args, extra) -> None:
 
     def records(seed: int, skip: set[str]):
         preps: dict = {}
+        cache: dict = {}  # FT's network for a pooled start of the same seed
         for name, label, own in entries:
             if label in skip:
                 continue
@@ -303,7 +356,8 @@ def cmd_compare(args, extra) -> None:
             if key not in preps:
                 preps[key] = prepare(run)
             out_dir = Path(args.save) / f"{label}-s{seed}" if args.save else None
-            yield run_scenario(run, lcfg, prep=preps[key], progress=not args.quiet, label=label, out_dir=out_dir)
+            yield run_scenario(run, lcfg, prep=preps[key], progress=not args.quiet, label=label, out_dir=out_dir,
+                               cache=cache)
 
     compare(Experiment("scenario", "scenario", args.dataset, records), args.seeds, args.argv, args.out)
 

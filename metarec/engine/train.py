@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.engine import dist
+from metarec.engine.device import module_device, to_device
 from metarec.errors import MetarecError
 from metarec.io import load_torch, plain, save_torch
 from metarec.tasks import Task, collate
@@ -135,6 +136,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
     state: dict[str, Any] = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "best_state": None, "bad": 0,
                              "history": [], "seconds": 0.0}
     ident = run_identity(cfg, identity)
+    dev = module_device(learner)  # batches are collated on the CPU and moved to the model's device
     n_ranks, me = dist.world(), dist.rank()
     main = me == 0
     if checkpoint is not None and restart and main:
@@ -152,6 +154,8 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             opt.load_state_dict(ck["optim"])
             got = ck["state"]
             torch.set_rng_state(ck["torch_rng"])
+            if dev.type == "cuda" and ck.get("cuda_rng") is not None:  # dropout draws on the device
+                torch.cuda.set_rng_state(ck["cuda_rng"], dev)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise MetarecError(f"{checkpoint}: not a checkpoint of this run ({type(e).__name__}: "
                                f"{(str(e).splitlines() or [''])[0][:100]}); use --restart or another --out") from None
@@ -219,12 +223,12 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
             idx = order[step * cfg.meta_batch:(step + 1) * cfg.meta_batch]
             opt.zero_grad(set_to_none=True)
             if n_ranks == 1:
-                loss = batch_loss(learner, collate_fn([train_tasks[j] for j in idx]))
+                loss = batch_loss(learner, to_device(collate_fn([train_tasks[j] for j in idx]), dev))
                 loss.backward()
                 loss_value = loss.item()
             else:  # this rank's shard, weighted by its share of the meta-batch's loss
                 mine = dist.shard(idx, n_ranks, me)
-                batch = collate_fn([train_tasks[j] for j in mine]) if len(mine) else None
+                batch = to_device(collate_fn([train_tasks[j] for j in mine]), dev) if len(mine) else None
                 w = dist.loss_weight(learner, batch) if batch is not None else 0.0
                 total = dist.allreduce_sum([w])[0]
                 part = 0.0
@@ -259,6 +263,7 @@ def fit(learner, train_tasks: list[Task], valid_fn: Callable[[object], dict], cf
         if checkpoint is not None and main:
             save_torch(Path(checkpoint), {"model": learner.state_dict(), "optim": opt.state_dict(), "state": state,
                                           "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                                          "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                                           "identity": json.dumps(plain(ident), sort_keys=True),
                                           "fingerprint": fingerprint(ident)})
     if state["best_state"] is not None:

@@ -61,6 +61,7 @@ class Learner(nn.Module):
     family: str = ""  # the registry family it was saved from ("" = found by name among the Learner families)
     meta_trained: bool = True
     select_start: bool = False  # the learner before meta-training (its prefit start) competes in model selection
+    pooled_start: bool = False  # the scenario runner trains FT's pooled network first and hands it to set_start
     loss_kind: str = "mse"
 
     def __init__(self, ctx, config):
@@ -104,6 +105,10 @@ class Learner(nn.Module):
 
     def fit_direct(self, train_inter) -> None:  # pragma: no cover - optional
         pass
+
+    def set_start(self, params: dict[str, Tensor]) -> None:
+        """Declared hook of ``pooled_start`` learners: start meta-training from ``params``. Default: unused."""
+        raise MetarecError(f"{self.name} takes no pooled start")
 
     def prefit(self, train_inter) -> None:
         """Declared hook, called with the meta-train interactions before meta-training starts (and before a

@@ -40,6 +40,12 @@ per scenario), ``update="sgd"`` (FixedLr: SGD with ``sgd_lr`` 0.01), ``stop="fix
 ``fixed_steps`` = 20 steps). Memory grows with steps x parameters x LSTM width (about 0.9 GB for 4 ml-100k
 scenarios and 40 steps); ``checkpoint=True`` recomputes every LSTM step in the backward pass instead, which
 roughly halves the peak and doubles the CPU time (measured in benchmarks/s2meta_bench.py).
+
+Beyond the paper (issue 17): ``init="pooled"`` (PT + s²Meta) starts omega_R at FT's network, the same
+recommender trained on the pooled meta-train scenarios by FT's recipe (a stage 0 the scenario runner trains,
+:func:`metarec.scenario_run.pooled_start`), then meta-trains omega_R and the controllers from there; the start
+(with the untrained controllers) competes in the model selection as epoch 0. On ml-1m FT's pooled network was
+the better starting point than the meta-trained omega_R (docs/results/s2meta/README.md).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class S2MetaConfig:
     emb_dim: int = 64
     arch: str = "interaction"  # "interaction" (4.1) or "mapping" (5.4)
     margin: float = 1.0
-    init: str = "learned"  # "learned" (omega_R) or "random" (RandInit)
+    init: str = "learned"  # "learned" (omega_R), "random" (RandInit) or "pooled" (omega_R starts at FT's network)
     update: str = "lstm"  # "lstm" (eq. 7, 8) or "sgd" (FixedLr)
     sgd_lr: float = 0.01
     stop: str = "learned"  # "learned" (eq. 9-11) or "fixed" (FixedStep)
@@ -85,7 +91,7 @@ class S2MetaConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for f, ok in (("arch", ARCHS), ("init", ("learned", "random")), ("update", ("lstm", "sgd")),
+        for f, ok in (("arch", ARCHS), ("init", ("learned", "random", "pooled")), ("update", ("lstm", "sgd")),
                       ("stop", ("learned", "fixed")), ("eval_stop", ("sample", "greedy"))):
             if getattr(self, f) not in ok:
                 raise MetarecError(f"s2meta: unknown {f} {getattr(self, f)!r}: choose one of {', '.join(ok)}")
@@ -323,7 +329,7 @@ class S2Meta(ScenarioRecommender):
 
     def __init__(self, ctx: Context, config: S2MetaConfig):
         super().__init__(ctx, config)
-        if config.init == "learned":
+        if config.init != "random":
             init = default_init(self.shapes, 1)
             self.omega_r = nn.ParameterDict({k.replace(".", "_"): nn.Parameter(v[0]) for k, v in init.items()})
         if config.update == "lstm":
@@ -332,9 +338,27 @@ class S2Meta(ScenarioRecommender):
         if config.stop == "learned":
             self.stopper = StopController(config.stop_hidden, config.p, config.stop_bias)
 
+    @property
+    def pooled_start(self) -> bool:  # type: ignore[override]
+        """``init="pooled"``: omega_R starts at the FT network (a stage 0 trained on the pooled meta-train
+        scenarios, FT's recipe) before meta-training, and that start competes in the model selection."""
+        return self.config.init == "pooled"
+
+    @property
+    def select_start(self) -> bool:  # type: ignore[override]
+        return self.pooled_start
+
+    def set_start(self, params: dict[str, Tensor]) -> None:
+        """omega_R := ``params`` (recommender parameter name -> tensor of its shape, e.g. FT's network)."""
+        if set(params) != set(self.shapes):
+            raise MetarecError(f"s2meta start: expected the parameters {sorted(self.shapes)}")
+        with torch.no_grad():
+            for k, v in params.items():
+                self.omega_r[k.replace(".", "_")].copy_(v.reshape(self.shapes[k]))
+
     # --- pieces ------------------------------------------------------------------------------------------
     def _initial(self, B: int, gens: list[torch.Generator] | None) -> dict[str, Tensor]:
-        if self.config.init == "learned":
+        if self.config.init != "random":
             return {k: self.omega_r[k.replace(".", "_")].unsqueeze(0).expand(B, *s) for k, s in self.shapes.items()}
         if gens is None:
             return default_init(self.shapes, B)

@@ -55,10 +55,10 @@ class SeqBatch:
         rank = torch.cumsum(t.long(), dim=1)  # (B, L) 1-based index among the row's targets
         q_mask = t & (rank > n - k)
         L = self.seq.shape[1]
-        ar = torch.arange(L).expand_as(q_mask)
+        ar = torch.arange(L, device=q_mask.device).expand_as(q_mask)
         Q = max(1, int(k.max()))
         order = torch.sort(torch.where(q_mask, ar, L), dim=1).values[:, :Q]  # query positions first, in order
-        q_valid = torch.arange(Q)[None, :] < torch.where(n > 0, k, 0)
+        q_valid = torch.arange(Q, device=q_mask.device)[None, :] < torch.where(n > 0, k, 0)
         return SeqBatch(owner=self.owner, seq=self.seq, length=self.length, target=self.target,
                         s_mask=t & ~q_mask, q_mask=q_mask, q_pos=torch.where(q_valid, order, 0), q_valid=q_valid)
 
@@ -69,7 +69,7 @@ class SeqBatch:
         sequence (CBML's task representation) must use this view.
         """
         L = self.seq.shape[1]
-        ar = torch.arange(L)  # (L,)
+        ar = torch.arange(L, device=self.seq.device)  # (L,)
         last = torch.where(self.s_mask, ar, -1).amax(dim=1)  # (B,) last support output position, -1 if none
         keep = ar[None, :] <= (last + 1)[:, None]  # (B, L) inputs up to the last support target
         keep &= last[:, None] >= 0
@@ -104,7 +104,8 @@ def collate_seq(tasks: list[Task]) -> SeqBatch:
     q_valid = np.arange(Q)[None, :] < q_n[:, None]  # (B, Q)
     q_pos = np.zeros((B, Q), dtype=np.int64)
     q_pos[q_valid] = q_cols
-    return SeqBatch(owner=torch.tensor([t.owner for t in tasks], dtype=torch.long), seq=torch.from_numpy(seq),
+    owner = torch.tensor([t.owner for t in tasks], dtype=torch.long, device="cpu")  # collated on the CPU
+    return SeqBatch(owner=owner, seq=torch.from_numpy(seq),
                     length=torch.from_numpy(lens.astype(np.int64)), target=torch.from_numpy(target),
                     s_mask=torch.from_numpy(s_mask), q_mask=torch.from_numpy(q_mask), q_pos=torch.from_numpy(q_pos),
                     q_valid=torch.from_numpy(q_valid))

@@ -27,12 +27,20 @@ from metarec.io import writer
 # torch and the models are imported inside the functions: building the CLI parser stays cheap
 
 
-def run_method(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
-    """Train and evaluate the registered sequential method ``name`` for one seed."""
+def run_method(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None,
+               device: str = "cpu") -> dict:
+    """Train and evaluate the registered sequential method ``name`` for one seed on ``device`` (cpu, cuda,
+    cuda:N, auto)."""
+    from metarec.engine import dist
+    from metarec.engine.device import resolve_device
     from metarec.report import with_core
 
+    dev = resolve_device(device)
+    if dev.type != "cpu" and dist.world() > 1:
+        raise MetarecError(f"--device {dev} with several processes is not built: the ranks join with gloo on the "
+                           "CPU; use one process on the GPU, or --device cpu with --nproc")
     run = registry.method(name).impl("sequential").load()
-    res = run(name, data, seed, out_dir, progress, overrides, cache)
+    res = run(name, data, seed, out_dir, progress, overrides, cache, device=dev)
     return with_core(res, method=res.get("method", name), family="sequential", protocol="sequential",
                      dataset=data.dataset.name)
 
@@ -104,7 +112,8 @@ def _valid_fn(data):
 # ------------------------------------------------------------------------------------------- runners
 
 
-def run_direct(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+def run_direct(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None,
+               device=None) -> dict:
     """SASRec, GRU4Rec, Full and PT-FT: one network trained on the old users' sequences, the registry entry's
     :class:`~metarec.seqrec.methods.DirectConfig` defaults deciding which (and whether it fine-tunes)."""
     import torch
@@ -119,10 +128,12 @@ def run_direct(name: str, data, seed: int, out_dir=None, progress=True, override
     tcfg = apply_overrides(replace(direct_train_default(), seed=seed), t_over, "train.")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    method = DirectSeq(data.n_items, cfg)
+    with torch.device("cpu"):  # built on the CPU (the same initial draws on every device), then moved
+        method = DirectSeq(data.n_items, cfg)
     method.name = name  # the registry entry (sasrec, gru4rec, full, ptft) it saves and loads under
     tasks = method.train_tasks(data)
     method.pool = _train_pool(tasks)
+    method.to(device or "cpu")
     key = repr(("direct", asdict(replace(cfg, finetune=FinetuneConfig(), seed=0)), asdict(tcfg), data.config,
                 len(data.train)))
     if not cfg.pretrain:  # the support-only baseline: no training on the old users, only the fine-tuning below
@@ -151,7 +162,8 @@ def run_direct(name: str, data, seed: int, out_dir=None, progress=True, override
     return _finish(name, seed, method, data, fitted, t0, out_dir, cfg, extra)
 
 
-def run_cbml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+def run_cbml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None,
+             device=None) -> dict:
     """CBML (meta-trained; its attribute width follows the dataset's item features)."""
     import torch
 
@@ -164,14 +176,16 @@ def run_cbml(name: str, data, seed: int, out_dir=None, progress=True, overrides=
     tcfg = apply_overrides(replace(meta_train_default(), seed=seed), t_over, "train.")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    method = CBML(data.n_items, cfg, pool=_train_pool(data.train), attrs=attrs)
+    with torch.device("cpu"):  # built on the CPU (the same initial draws on every device), then moved
+        method = CBML(data.n_items, cfg, pool=_train_pool(data.train), attrs=attrs).to(device or "cpu")
     method.name = name
     fitted = fit_seq(method, data.train, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
                      identity=_identity("cbml", cfg, data, out_dir))
     return _finish("cbml", seed, method, data, fitted, t0, out_dir, cfg)
 
 
-def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None) -> dict:
+def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=None, cache=None,
+            device=None) -> dict:
     """SML: SASRec pre-trained on the early periods, then retrained period by period through the transfer net."""
     import torch
 
@@ -192,7 +206,8 @@ def run_sml(name: str, data, seed: int, out_dir=None, progress=True, overrides=N
     edges = np.quantile(df["timestamp"].to_numpy(), np.linspace(0, 1, cfg.periods + 1)[1:-1])
     early = df[np.searchsorted(edges, df["timestamp"].to_numpy(), side="right") < cfg.pretrain_periods]
     pre_tasks = window_tasks(early, data.config)
-    method = SML(data.n_items, cfg, pool=_train_pool(data.train))
+    with torch.device("cpu"):  # built on the CPU (the same initial draws on every device), then moved
+        method = SML(data.n_items, cfg, pool=_train_pool(data.train)).to(device or "cpu")
     method.name = name
     fitted = fit_seq(method, pre_tasks, _valid_fn(data), tcfg, checkpoint=_ckpt(out_dir), progress=progress,
                      params=method.net.parameters(), identity=_identity("sml", cfg, data, out_dir))
@@ -237,6 +252,9 @@ def cmd_seqrec(args, extra) -> None:
     if unknown:
         raise MetarecError(f"unknown method(s) {', '.join(unknown)}: the sequential methods are {', '.join(known)}")
     over = parse_override_args(extra)
+    from metarec.engine.device import resolve_device
+
+    device = resolve_device(args.device)  # a device that is not here stops now, before the data is built
     if args.quick:
         over = {"train.epochs": 2, "train.patience": 2, **over}
     pcfg = SeqProtocolConfig(new_user_frac=args.new_user_frac, n_support=args.n_support, n_query=args.n_query,
@@ -258,7 +276,7 @@ def cmd_seqrec(args, extra) -> None:
                 f"-o{hashlib.sha1(repr(sorted({**over, **own}.items())).encode()).hexdigest()[:8]}"
                 if {**over, **own} else "")  # other settings, other directory (checkpoints resume)
             run_dir = Path(args.runs_dir) / Path(args.dataset).name / f"{label}-s{seed}{tag}" if args.runs_dir else None
-            res = run_method(name, data, seed, run_dir, not args.quiet, {**over, **own}, cache)
+            res = run_method(name, data, seed, run_dir, not args.quiet, {**over, **own}, cache, device=device)
             res["method"] = label
             yield res
 
@@ -350,4 +368,5 @@ def register(sub) -> None:
     s.add_argument("--merge", nargs="+", help="no training: combine the OUT.json files of earlier runs (e.g. one "
                    "process per seed) into --out")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (cuda when one is visible)")
     s.set_defaults(func=cmd_seqrec, takes_overrides=True)

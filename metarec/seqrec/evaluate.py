@@ -24,17 +24,19 @@ SEQ_METRICS = ("recall", "mrr", "ndcg")
 def history_mask(batch: SeqBatch, n_items: int) -> torch.Tensor:
     """(B, Q, n_items) bool: items in the history prefix of each query row (positions <= its output position)."""
     B, L = batch.seq.shape
-    upto = torch.arange(L)[None, None, :] <= batch.q_pos[:, :, None]  # (B, Q, L)
+    dev = batch.seq.device
+    upto = torch.arange(L, device=dev)[None, None, :] <= batch.q_pos[:, :, None]  # (B, Q, L)
     codes = torch.where(upto, batch.seq[:, None, :], 0)  # (B, Q, L)
-    hist = torch.zeros(B, batch.q_pos.shape[1], n_items + 1, dtype=torch.bool)
+    hist = torch.zeros(B, batch.q_pos.shape[1], n_items + 1, dtype=torch.bool, device=dev)
     hist.scatter_(2, codes, True)
     return hist[:, :, 1:]  # (B, Q, N) drop the padding code
 
 
 def rank_rows(scores: torch.Tensor, batch: SeqBatch, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks of the query targets: (ranks (R, N), positives (R, N), row owner (R,)) for the valid query rows."""
+    """Ranks of the query targets: (ranks (R, N), positives (R, N), row owner (R,)) for the valid query rows
+    (``scores`` and ``batch`` on the CPU)."""
     tgt = torch.take_along_dim(batch.target, batch.q_pos, dim=1) - 1  # (B, Q) item index
-    pos = torch.zeros(*tgt.shape, n_items, dtype=torch.bool)
+    pos = torch.zeros(*tgt.shape, n_items, dtype=torch.bool, device=tgt.device)
     pos.scatter_(2, tgt.clamp_min(0)[..., None], True)  # (B, Q, N)
     excl = history_mask(batch, n_items) & ~pos  # (B, Q, N)
     v = batch.q_valid
@@ -53,17 +55,21 @@ def evaluate_seq_detail(method, tasks: list[Task], n_items: int, batch_size: int
                         ks=(5, 10, 20)) -> tuple[dict, dict]:
     """:func:`evaluate_seq`'s metrics, and per query index j (the j-th query item of a task, 0-based) the mean of
     each metric over the rows of that index: ``{"recall@10": [index 0, index 1, ...], ...}`` (one pass)."""
+    from metarec.engine.device import module_device, to_device
+
     method.eval()
     method.begin_eval(tasks)
+    dev = module_device(method)  # batches are collated on the CPU, adapted and scored on the model's device
     per_row: dict[str, list] = {f"{m}@{k}": [] for m in SEQ_METRICS for k in ks}
     owners, index = [], []
     for i in range(0, len(tasks), batch_size):
         b = collate_seq(tasks[i: i + batch_size])
-        adapted = method.adapt(b.support_only())
-        scores = adapted.score_next(b.seq, b.q_pos)  # (B, Q, N)
+        on = to_device(b, dev)
+        adapted = method.adapt(on.support_only())
+        scores = adapted.score_next(on.seq, on.q_pos).cpu()  # (B, Q, N)
         ranks, pos, own = rank_rows(scores, b, n_items)
         owners.append(own)
-        index.append(torch.arange(b.q_valid.shape[1]).expand_as(b.q_valid)[b.q_valid].numpy())
+        index.append(torch.arange(b.q_valid.shape[1], device="cpu").expand_as(b.q_valid)[b.q_valid].numpy())
         for m in SEQ_METRICS:
             for k in ks:
                 per_row[f"{m}@{k}"].append(M.RANKING_METRICS[m](ranks, pos, k))

@@ -40,13 +40,19 @@ def vcall(net: nn.Module, fast: dict[str, Tensor], seq: Tensor, pos: Tensor, ite
 
 
 def sample_negatives(target: Tensor, pool: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Item indices drawn uniformly from ``pool`` (M,), one per entry of ``target`` (...), never equal to it."""
-    neg = pool[torch.randint(len(pool), target.shape, generator=generator)]
+    """Item indices drawn uniformly from ``pool`` (M,), one per entry of ``target`` (...), never equal to it.
+
+    The draws are made on the CPU (``generator`` is a CPU generator, None: the global one) and moved to the
+    pool's device, so a run samples the same negatives on every device."""
+    def draw() -> Tensor:
+        return pool[torch.randint(len(pool), target.shape, generator=generator, device="cpu").to(pool.device)]
+
+    neg = draw()
     for _ in range(10):
         clash = neg == target
         if not clash.any():
             break
-        neg = torch.where(clash, pool[torch.randint(len(pool), target.shape, generator=generator)], neg)
+        neg = torch.where(clash, draw(), neg)
     return neg
 
 
@@ -60,7 +66,7 @@ def position_losses(call: Call, batch: SeqBatch, which: str, kind: str, pool: Te
     if which == "query":
         pos, mask = batch.q_pos, batch.q_valid  # (B, Q)
     else:
-        pos = torch.arange(L).expand(B, L)  # (B, L)
+        pos = torch.arange(L, device=batch.seq.device).expand(B, L)  # (B, L)
         mask = batch.s_mask if which == "support" else batch.t_mask
     tgt = (torch.take_along_dim(batch.target, pos, dim=1) - 1).clamp_min(0)  # (B, P) item index
     if kind == "bpr":
@@ -97,7 +103,7 @@ def inner_adapt(net: nn.Module, batch: SeqBatch, fast: dict[str, Tensor], steps:
                 first_order: bool = False, kind: str = "bpr", pool: Tensor | None = None,
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """``steps`` SGD steps of every task's fast weights on its support positions (eq. 18); returns (B, ...)."""
-    pool = pool if pool is not None else torch.arange(net.n_items)
+    pool = pool if pool is not None else torch.arange(net.n_items, device=batch.seq.device)
 
     def support_loss(f):
         per, mask = position_losses(lambda s, p, i: vcall(net, f, s, p, i), batch, "support", kind, pool,
@@ -110,7 +116,7 @@ def inner_adapt(net: nn.Module, batch: SeqBatch, fast: dict[str, Tensor], steps:
 def maml_loss(net: nn.Module, batch: SeqBatch, inner: InnerConfig, kind: str = "bpr", pool: Tensor | None = None,
               generator: torch.Generator | None = None) -> Tensor:
     """MAML's outer loss (eq. 19, 20): mean over tasks of the query loss after ``inner.steps`` local updates."""
-    pool = pool if pool is not None else torch.arange(net.n_items)
+    pool = pool if pool is not None else torch.arange(net.n_items, device=batch.seq.device)
     fast = inner_adapt(net, batch, fast_init(net, len(batch)), inner.steps, inner.lr, inner.first_order, kind,
                        pool, generator)
     per, mask = position_losses(lambda s, p, i: vcall(net, fast, s, p, i), batch, "query", kind, pool, generator)

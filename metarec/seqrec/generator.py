@@ -97,7 +97,7 @@ def _faiss_topk(index, zq: Tensor, queries: Tensor, pool: Tensor, k: int, exclud
         is_self = items == queries[:, None]
         drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full_like(queries, k))
         keep = torch.ones_like(items, dtype=torch.bool)
-        keep[torch.arange(len(items)), drop] = False
+        keep[torch.arange(len(items), device=items.device), drop] = False
         items = items[keep].view(len(items), k)
         v_t = v_t[keep].view(len(items), k)
     return items, v_t
@@ -129,9 +129,9 @@ class ItemEmbeddingGenerator(nn.Module):
     def fit_neighbours(self, pool: Tensor, backend: str = "exact") -> None:
         """Neighbours of every item among ``pool`` (the trained items), itself excluded."""
         n = self.neighbours.shape[0]
-        idx, _ = topk_similar(self.feats(), torch.arange(n), pool, self.k, True, backend)
+        idx, _ = topk_similar(self.feats(), torch.arange(n, device=pool.device), pool, self.k, True, backend)
         if idx.shape[1] < self.k:  # tiny pools: repeat the best neighbours
-            idx = idx[:, torch.arange(self.k) % idx.shape[1]]
+            idx = idx[:, torch.arange(self.k, device=idx.device) % idx.shape[1]]
         self.neighbours.copy_(idx)
 
     def forward(self, items: Tensor) -> Tensor:

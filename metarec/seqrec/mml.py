@@ -179,7 +179,8 @@ class MMLModel(SeqMethod):
 
     def _forget(self) -> Tensor:
         """(n_items + 1,) bool: a random ``gen_p0`` share of the trained items, simulated as new (4.4.2)."""
-        return self.trained & (torch.rand(self.trained.shape) < self.config.gen_p0)
+        draw = torch.rand(self.trained.shape, device="cpu").to(self.trained.device)  # the same draws on every device
+        return self.trained & (draw < self.config.gen_p0)
 
     def _contexts(self, seq: Tensor, id_table: Tensor, learners=None) -> dict[str, tuple]:
         """Per learner: (embedded inputs (B, L, d), bias similarities, output table) — all Gamma-only."""
@@ -455,7 +456,7 @@ def split_overrides(overrides: dict) -> dict:
 
 def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, progress: bool = True,
                 overrides: dict | None = None, cache: dict | None = None, text_encoder=None,
-                text_name: str | None = None) -> dict:
+                text_name: str | None = None, device=None) -> dict:
     """Train ``variant`` on ``data`` (a :class:`SeqData`) in the three stages, select on meta-valid, test once.
 
     ``overrides``: flat keys (see :func:`split_overrides`), e.g. ``{"model.inner.lr": 1e-2, "train.epochs": 2}``.
@@ -474,7 +475,9 @@ def run_variant(variant: str, data, seed: int, out_dir: Path | None = None, prog
         feats = item_modalities(data.dataset, cfg.modality, text_encoder=text_encoder,
                                 text_name=text_name or TEXT_MODEL)
     torch.manual_seed(seed)
-    model = MMLModel(data.n_items, cfg, pool=torch.from_numpy(trained_items(data.train)), feats=feats)
+    with torch.device("cpu"):  # built on the CPU (the same initial draws on every device), then moved
+        model = MMLModel(data.n_items, cfg, pool=torch.from_numpy(trained_items(data.train)), feats=feats)
+    model.to(device or "cpu")
     model.name = variant
 
     def valid_fn(m):

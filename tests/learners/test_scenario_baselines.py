@@ -219,3 +219,49 @@ def test_learning_process_picture(tmp_path):
     assert len(proc["loss"]) == len(proc["stop_p"]) >= T and 0 <= min(proc["stop_p"]) <= max(proc["stop_p"]) <= 1
     plot_learning_process(proc, tmp_path / "lp.png", "test")
     assert (tmp_path / "lp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_s2meta_pooled_start_is_ft_network_and_competes(tmp_path):
+    """init=pooled: stage 0 trains exactly FT's network (same seed, recipe, tasks), omega_R starts there, and
+    the start competes in the selection: an outer rate that wrecks meta-training leaves it in place."""
+    from metarec.learners.s2meta import S2Meta
+    from metarec.scenario_run import pooled_start
+
+    ft_run, ft_cfg = make_run("scenario-ft", "tiny", 0, tiny_overrides("scenario-ft"))
+    prep = prepare(ft_run, scenario_dataset())
+    cache: dict = {}
+    ft = run_scenario(ft_run, ft_cfg, prep=prep, out_dir=tmp_path / "ft", progress=False, cache=cache)
+    ft_model, _ = load_learner(tmp_path / "ft" / "model.pt")
+    over = {**tiny_overrides("s2meta"), "learner.init": "pooled", "start.epochs": 2}
+    run, lcfg = make_run("s2meta", "tiny", 0, over)
+    assert run.start.epochs == 2 and ft_run.train.epochs == 2
+    from metarec.scenario_run import _evaluator
+
+    ev = _evaluator(run, prep)
+    m = S2Meta(prep.ctx, lcfg)
+    m.set_embeddings(prep.users, prep.items)
+    rec = pooled_start(m, run, prep, lambda x: ev(x, prep.data.valid), progress=False)
+    assert rec["best_epoch"] == ft["best_epoch"]
+    for k, v in ft_model._theta(1).items():
+        torch.testing.assert_close(m.omega_r[k.replace(".", "_")].detach(), v[0], rtol=0, atol=0)
+    assert m.select_start and not S2Meta(prep.ctx, replace(lcfg, init="learned")).select_start
+    # the FT run of the same seed handed its network over: the same start, not trained again
+    shared = S2Meta(prep.ctx, lcfg)
+    got = pooled_start(shared, run, prep, lambda x: 1 / 0, progress=False, cache=cache)
+    assert got["shared"] and got["best_epoch"] == rec["best_epoch"]
+    for k in m.omega_r:
+        torch.testing.assert_close(shared.omega_r[k], m.omega_r[k], rtol=0, atol=0)
+    other = dict(cache)  # another FT training (a rate it selects its epochs with) is not that network
+    with pytest.raises(ZeroDivisionError):
+        pooled_start(S2Meta(prep.ctx, lcfg), replace(run, start=replace(run.start, lr=0.5)), prep, lambda x: 1 / 0,
+                     progress=False, cache=other)
+
+    # ranked by ndcg@10 (recall@20 saturates on the tiny scenarios); a tie keeps the start too
+    wreck = {**over, "train.lr": 50.0, "train.epochs": 1, "train.select": "ndcg@10"}
+    run, lcfg = make_run("s2meta", "tiny", 0, wreck)
+    res = run_scenario(run, lcfg, prep=prep, out_dir=tmp_path / "s2", progress=False)
+    assert res["pretrain"]["best_epoch"] == ft["best_epoch"] and res["best_epoch"] == 0
+    saved, _ = load_learner(tmp_path / "s2" / "model.pt")
+    for k, v in ft_model._theta(1).items():  # the start won: omega_R is FT's network, untouched
+        torch.testing.assert_close(saved.omega_r[k.replace(".", "_")].detach(), v[0], rtol=0, atol=0)
+    assert res["history"][0]["ndcg@10"] < res["valid"]["ndcg@10"]  # the epoch it beat

@@ -39,7 +39,7 @@ def test_seqrec_command_writes_markdown_and_json(tmp_path, capsys):
 CALLS: list = []
 
 
-def dummy_run(name, data, seed, out_dir=None, progress=True, overrides=None, cache=None):
+def dummy_run(name, data, seed, out_dir=None, progress=True, overrides=None, cache=None, device=None):
     CALLS.append((name, len(data.test), seed))
     return {"method": name, "seed": seed, "test": {f"{m}@{k}": 0.5 for m in ("recall", "mrr", "ndcg")
                                                   for k in (5, 10, 20)}, "train_seconds": 0.0}
@@ -69,6 +69,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--train.epochs=abc"]) == 2
     assert main(["seqrec", "--dataset", d, "--methods", "sasrec", *ARGS, "--bogus.x=1"]) == 2
     assert main(["seqrec", "--dataset", d, *ARGS, "--methods", "sasrec", "--n-support", "1"]) == 2
+    capsys.readouterr()
+    assert main(["compare", "--protocol", "sequential", "--dataset", d, "--learners", "sasrec", *ARGS,
+                 "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip() == "metarec: error: --device 'gpu': choose cpu, cuda, cuda:N or auto"
+
+
+def test_device_flag_runs_where_it_says(tmp_path, capsys):
+    """``--device auto`` is the CPU here (cuda where one is visible); the numbers are those of ``--device cpu``."""
+    d = _tiny_dir(tmp_path)
+    tables = []
+    for dev in ("cpu", "auto"):
+        out = tmp_path / dev
+        assert main(["compare", "--protocol", "sequential", "--dataset", d, "--learners", "sasrec", *ARGS,
+                     "--device", dev, "--out", str(out)]) == 0
+        tables.append(json.loads(out.with_suffix(".json").read_text())["results"][0]["test"])
+    if not __import__("torch").cuda.is_available():
+        assert tables[0] == tables[1]
 
 
 def test_a_saved_sequence_model_evaluates_to_its_numbers(tmp_path, capsys):

@@ -3,7 +3,7 @@
 # model.meta_query, and MML 5.2.2's support-only SASRec, next to the faithful rows rerun at the same commit, all at
 # windows of 15 and MML's reduced budget of README.md (first order, 4 meta-epochs, 2 + 2 for generator and fusion).
 #   [JOBS="v-main v-group"] bash docs/results/mml/variants.sh [DATASET] [SEEDS...]   (default ml-100k, seeds 0 1 2,
-#   every job: v-main v-ptlr v-group v-base v-cbml v-long)
+#   every job: v-main v-ptlr v-group v-base v-cbml v-long; v-best on request)
 # One job at a time, one thread. Resumable like run_all.sh: a job whose record exists under runs/ is skipped.
 # Then merges what exists into docs/results/mml/variants_DATASET.{md,json} (the tables of `seqrec --merge`) and
 # variants.json (ml-100k; variants_DATASET.detail.json for another dataset): per record its meta-valid and test
@@ -37,6 +37,9 @@ for s in $SEEDS; do
   # PT + MAML at a tenth of the outer rate (meta.lr 1e-4): at 1e-3 the first MAML epoch undoes the pooled start
   run "${D}_v-ptlr_s$s" --learners "mml-main-pt-q5-lr4=mml-main@$PT,$Q5,meta.lr=1e-4" \
     "mml-main-pt-lr4=mml-main@$PT,meta.lr=1e-4" $MML_BUDGET
+  # ml-1m (JOBS=v-best, not in the default list): the best ml-100k variant alone, PT + MAML with the last-5 queries
+  # at a tenth of the outer rate (v-ptlr's first learner; stage 1 ~900 s per seed on one thread)
+  run "${D}_v-best_s$s" --learners "mml-main-pt-q5-lr4=mml-main@$PT,$Q5,meta.lr=1e-4" $MML_BUDGET
   # the group {ID, text} with fusion: paper, fusion selection on meta-valid, last-5 queries (+ selection);
   # ptft-mml; PT + MAML with last-5 queries and selection. Variants share stages through the process's cache.
   run "${D}_v-group_s$s" --learners mml "mml-fs=mml@$FS" "mml-q5=mml@$Q5" "mml-q5-fs=mml@$Q5,$FS" ptft-mml \
@@ -53,7 +56,7 @@ for s in $SEEDS; do
     "mml-main-q5-e20=mml-main@$Q5,meta.epochs=20,meta.patience=3" \
     "mml-main-pt-q5-lr4-e20=mml-main@$PT,$Q5,meta.lr=1e-4,meta.epochs=20,meta.patience=3" $MML_BUDGET
 done
-files=$(for s in 0 1 2; do for j in v-main v-ptlr v-group v-base v-cbml v-long; do
+files=$(for s in 0 1 2; do for j in v-main v-ptlr v-best v-group v-base v-cbml v-long; do
   f="$R/${D}_${j}_s$s.json"; [ -f "$f" ] && echo "$f"; done; done)
 # shellcheck disable=SC2086
 $M seqrec --merge $files --brief-json --out "docs/results/mml/variants_${D}"
